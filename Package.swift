@@ -1,0 +1,130 @@
+// swift-tools-version:6.0
+// Tern: a mail transfer agent on SwiftNIO. The target graph follows SPEC §3.1; the data path
+// reads top to bottom: protocol codec → message → DNS → queue → policy → delivery → server →
+// service → command line.
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "Tern",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "tern", targets: ["TernCommand"]),
+        .executable(name: "SMTPFuzzer", targets: ["SMTPFuzzer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
+    targets: [
+        .target(
+            name: "SMTPProtocol",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "MailMessage",
+            dependencies: ["SMTPProtocol", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "DNSClient",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "MailQueue",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "MailPolicy",
+            dependencies: [
+                "DNSClient", "MailMessage", "SMTPProtocol",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "MailDelivery",
+            dependencies: [
+                "SMTPProtocol", "MailMessage", "DNSClient", "MailQueue", "MailPolicy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "SMTPServer",
+            dependencies: [
+                "SMTPProtocol", "MailMessage", "DNSClient", "MailQueue", "MailPolicy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TernService",
+            dependencies: [
+                "SMTPProtocol", "MailMessage", "DNSClient", "MailQueue", "MailPolicy",
+                "MailDelivery", "SMTPServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "TernCommand",
+            dependencies: [
+                "TernService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        // libFuzzer entry point; see docs/testing.md and ../shared/FUZZING.md.
+        .executableTarget(
+            name: "SMTPFuzzer",
+            dependencies: ["SMTPProtocol", "MailMessage"],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
+        .testTarget(name: "MailMessageTests", dependencies: ["MailMessage"]),
+        .testTarget(name: "DNSClientTests", dependencies: ["DNSClient"]),
+        .testTarget(
+            name: "MailQueueTests",
+            dependencies: [
+                "MailQueue", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "MailPolicyTests", dependencies: ["MailPolicy"]),
+        .testTarget(name: "MailDeliveryTests", dependencies: ["MailDelivery"]),
+        .testTarget(name: "TernServiceTests", dependencies: ["TernService"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "TernService", "SMTPServer", "MailQueue",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            exclude: ["Transcripts"]
+        ),
+    ]
+)

@@ -1,0 +1,210 @@
+import Foundation
+import Logging
+import MailMessage
+import MailPolicy
+import MailQueue
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Takes queued messages to their recipients: local mailboxes now; remote domains stay
+/// deferred ("no route yet") until outbound delivery exists. Work comes from two places: the
+/// server announces each new message, and a periodic scan of the queue finds everything due
+/// (retries, and whatever was pending when Tern last stopped).
+public final class DeliveryScheduler: Sendable {
+    public struct Settings: Sendable {
+        public var hostname: String
+        /// `<data_dir>/mail`: Maildirs live at `<root>/<domain>/<user>/` (SPEC §1.3).
+        public var mailRoot: String
+        /// `[delivery] retry`: the delay before attempt n+1; the last value repeats.
+        public var retry: [Duration]
+        /// Messages delivered at once.
+        public var concurrency: Int
+        public var scanInterval: Duration
+
+        public init(
+            hostname: String, mailRoot: String, retry: [Duration], concurrency: Int = 8,
+            scanInterval: Duration = .seconds(5)
+        ) {
+            self.hostname = hostname
+            self.mailRoot = mailRoot
+            self.retry = retry.isEmpty ? [.seconds(60)] : retry
+            self.concurrency = max(1, concurrency)
+            self.scanInterval = scanInterval
+        }
+    }
+
+    private let settings: Settings
+    private let queue: QueueStore
+    private let directory: any LocalRecipientDirectory
+    private let threadPool: NIOThreadPool
+    private let logger: Logger
+    private let work: AsyncStream<QueueID>
+    private let workInput: AsyncStream<QueueID>.Continuation
+    /// Messages being delivered now, so that a scan does not start a second delivery of one.
+    private let inFlight = NIOLockedValueBox(Set<QueueID>())
+
+    public init(
+        settings: Settings, queue: QueueStore, directory: any LocalRecipientDirectory, threadPool: NIOThreadPool,
+        logger: Logger
+    ) {
+        self.settings = settings
+        self.queue = queue
+        self.directory = directory
+        self.threadPool = threadPool
+        self.logger = logger
+        (work, workInput) = AsyncStream.makeStream(of: QueueID.self, bufferingPolicy: .bufferingNewest(100_000))
+    }
+
+    /// A new message is in the queue.
+    public func submit(_ id: QueueID) {
+        workInput.yield(id)
+    }
+
+    /// Looks for due work now rather than at the next scan (`tern queue flush`).
+    public func scanNow() {
+        for id in queue.due(at: Date(), limit: 10_000) { workInput.yield(id) }
+    }
+
+    /// Delivers until cancelled. A delivery under way when cancelled finishes its current
+    /// recipient; what is not recorded as delivered is tried again after restart.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    self.scanNow()
+                    try? await Task.sleep(for: self.settings.scanInterval)
+                }
+            }
+            group.addTask {
+                await self.consume()
+            }
+            await group.next()
+            group.cancelAll()
+            self.workInput.finish()
+        }
+    }
+
+    private func consume() async {
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            var iterator = work.makeAsyncIterator()
+            while !Task.isCancelled, let id = await iterator.next() {
+                guard inFlight.withLockedValue({ $0.insert(id).inserted }) else { continue }
+                if running >= settings.concurrency {
+                    await group.next()
+                    running -= 1
+                }
+                running += 1
+                group.addTask {
+                    await self.deliver(id)
+                    _ = self.inFlight.withLockedValue { $0.remove(id) }
+                }
+            }
+        }
+    }
+
+    /// One pass over a message: every recipient that is due gets one attempt.
+    func deliver(_ id: QueueID) async {
+        guard let message = queue.message(id), !message.held else { return }
+        var logger = self.logger
+        logger[metadataKey: "queue_id"] = "\(id)"
+        let now = Date()
+        for (index, recipient) in message.envelope.recipients.enumerated() {
+            let due =
+                recipient.status == .pending
+                || (recipient.status == .deferred && (recipient.nextAttempt ?? .distantPast) <= now)
+            guard due else { continue }
+            let outcome = await attempt(message, recipient: recipient)
+            let attempts = recipient.attempts + 1
+            let delay = Date().timeIntervalSince(message.arrival)
+            do {
+                switch outcome {
+                case .delivered(let detail):
+                    try await queue.update(id, recipient: index, status: .delivered, attempts: attempts, nextAttempt: nil, lastError: nil)
+                    logger.info(
+                        "delivered",
+                        metadata: [
+                            "event": "delivered", "to": "<\(recipient.address)>", "relay": "maildir",
+                            "delay": "\(String(format: "%.3f", delay))", "status": "sent", "detail": "\(detail)",
+                        ])
+                case .deferred(let reason):
+                    let next = Date().addingTimeInterval(retryDelay(afterAttempt: attempts))
+                    try await queue.update(
+                        id, recipient: index, status: .deferred, attempts: attempts, nextAttempt: next, lastError: reason)
+                    logger.info(
+                        "deferred",
+                        metadata: [
+                            "event": "deferred", "to": "<\(recipient.address)>",
+                            "delay": "\(String(format: "%.3f", delay))", "status": "deferred", "reason": "\(reason)",
+                            "next_attempt": "\(Int(next.timeIntervalSince1970))",
+                        ])
+                }
+            } catch {
+                // The outcome is not recorded: the next pass tries again (at least once delivery).
+                logger.error("queue update failed", metadata: ["event": "error", "error": "\(error)"])
+                return
+            }
+        }
+        guard let updated = queue.message(id),
+            updated.envelope.recipients.allSatisfy({ $0.status == .delivered || $0.status == .bounced })
+        else { return }
+        do {
+            try await queue.remove(id)
+            logger.info("removed", metadata: ["event": "removed"])
+        } catch {
+            logger.error("queue remove failed", metadata: ["event": "error", "error": "\(error)"])
+        }
+    }
+
+    enum Outcome {
+        case delivered(String)
+        case deferred(String)
+    }
+
+    private func attempt(_ message: QueuedMessage, recipient: QueuedRecipient) async -> Outcome {
+        guard let at = recipient.address.lastIndex(of: "@") else {
+            return .deferred("5.1.3 recipient address has no domain")
+        }
+        let localPart = recipient.address[..<at].lowercased()
+        let domain = recipient.address[recipient.address.index(after: at)...].lowercased()
+        guard directory.isLocalDomain(domain) else {
+            return .deferred("4.4.0 no route yet: outbound delivery is not enabled in this version")
+        }
+        guard let mailbox = mailboxName(localPart: localPart, domain: domain) else {
+            return .deferred("5.1.1 mailbox \(localPart)@\(domain) no longer exists")
+        }
+        let maildir = Maildir(path: "\(settings.mailRoot)/\(domain)/\(mailbox)")
+        let prefix = TraceHeaders.returnPath(message.envelope.sender) + TraceHeaders.deliveredTo(recipient.address)
+        let queue = self.queue
+        let hostname = settings.hostname
+        do {
+            let name = try await threadPool.runIfActive {
+                let reader = try queue.readData(message.id)
+                return try maildir.deliver(prefix: prefix, hostname: hostname) {
+                    try reader.next(maxBytes: 256 * 1024)
+                }
+            }
+            return .delivered("new/\(name)")
+        } catch {
+            return .deferred("4.3.0 maildir delivery failed: \(error)")
+        }
+    }
+
+    /// The Maildir of a local part: the mailbox itself, else its `+detail` base (SPEC §1.3).
+    /// Names that could leave the mail root never come back.
+    func mailboxName(localPart: String, domain: String) -> String? {
+        var candidates = [localPart]
+        if let plus = localPart.firstIndex(of: "+"), plus != localPart.startIndex {
+            candidates.append(String(localPart[..<plus]))
+        }
+        return candidates.first { name in
+            !name.contains("/") && name != "." && name != ".." && directory.isMailbox(localPart: name, domain: domain)
+        }
+    }
+
+    func retryDelay(afterAttempt attempts: Int) -> TimeInterval {
+        let delay = settings.retry[min(max(attempts - 1, 0), settings.retry.count - 1)]
+        return Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,59 @@
+import DNSClient
+import NIOConcurrencyHelpers
+
+/// The client's confirmed host name (forward-confirmed reverse DNS, FCrDNS): a PTR name for
+/// the address whose own A/AAAA records contain the address again. Anything else — no PTR, a
+/// name that does not point back, a DNS failure — is "unknown", as Postfix writes it.
+public enum ReverseName {
+    /// At most this many PTR names are checked (RFC 7208 §5.5 uses 10 for SPF; a client with
+    /// more is not worth the lookups).
+    static let maximumNames = 3
+
+    /// Never takes longer than `limit`, whatever the DNS servers do: a dead resolver must not
+    /// stall sessions.
+    public static func confirmed(for address: String, resolver: any Resolver, limit: Duration = .seconds(3)) async
+        -> String?
+    {
+        await firstOf(limit: limit) {
+            await lookup(address, resolver: resolver)
+        }
+    }
+
+    static func lookup(_ address: String, resolver: any Resolver) async -> String? {
+        guard let client = IPAddress(address)?.unmappedIPv4 ?? IPAddress(address) else { return nil }
+        guard let names = try? await resolver.ptr("\(client)").value else { return nil }
+        for name in names.prefix(maximumNames) {
+            let forward: [String]
+            if client.isIPv4 {
+                forward = ((try? await resolver.a(name).value) ?? []).map { "\($0)" }
+            } else {
+                forward = ((try? await resolver.aaaa(name).value) ?? []).map { "\($0)" }
+            }
+            if forward.contains(where: { IPAddress($0) == client }) {
+                return name.hasSuffix(".") ? String(name.dropLast()) : name
+            }
+        }
+        return nil
+    }
+
+    /// The result of `work`, or nil once `limit` has passed; `work` may go on in the
+    /// background, but nobody waits for it.
+    static func firstOf(limit: Duration, _ work: @escaping @Sendable () async -> String?) async -> String? {
+        let resumed = NIOLockedValueBox(false)
+        return await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+            let finish: @Sendable (String?) -> Void = { value in
+                let first = resumed.withLockedValue { done in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume(returning: value) }
+            }
+            let worker = Task { finish(await work()) }
+            Task {
+                try? await Task.sleep(for: limit)
+                worker.cancel()
+                finish(nil)
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+import Foundation
+import Glibc
+import Logging
+import NIOCore
+
+// The log: group commit, segments, recovery and compaction.
+extension QueueStore {
+    // MARK: Group commit
+
+    /// Hands a record to the committer and waits until it is durable.
+    func append(_ record: LogRecord) async throws {
+        var bytes = ByteBuffer()
+        record.encode(into: &bytes)
+        try await append(bytes, record)
+    }
+
+    func append(_ bytes: ByteBuffer, _ record: LogRecord) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            condition.lock()
+            defer { condition.unlock() }
+            guard !isClosed else { return continuation.resume(throwing: QueueError.closed) }
+            pending.append(PendingRecord(bytes: bytes, record: record, continuation: continuation))
+            condition.signal()
+        }
+    }
+
+    func startCommitter() {
+        committerStarted = true
+        let thread = Thread { [self] in runCommitter() }
+        thread.name = "tern-queue-committer"
+        thread.start()
+    }
+
+    /// The committer: takes everything that is waiting, writes it with one `pwrite` and one
+    /// `fdatasync`, then releases all the waiters. While it syncs, the next batch gathers, so the
+    /// more sessions commit at once the more records share each sync.
+    private func runCommitter() {
+        var batch: [PendingRecord] = []
+        var lastCompactionCheck = Date()
+        while true {
+            condition.lock()
+            while pending.isEmpty && compactionWaiters.isEmpty && !stopping {
+                if !condition.wait(until: Date(timeIntervalSinceNow: 5)) { break }
+            }
+            swap(&batch, &pending)
+            let waiters = compactionWaiters
+            compactionWaiters = []
+            let stop = stopping && batch.isEmpty && waiters.isEmpty
+            condition.unlock()
+            if stop { break }
+
+            if !batch.isEmpty {
+                if let error = commitBatch(batch) {
+                    for record in batch { record.continuation?.resume(throwing: error) }
+                } else {
+                    for record in batch { record.continuation?.resume() }
+                }
+                batch.removeAll(keepingCapacity: true)
+            }
+            if !waiters.isEmpty {
+                do {
+                    try compactOldest(force: true)
+                    for waiter in waiters { waiter.resume() }
+                } catch {
+                    for waiter in waiters { waiter.resume(throwing: error) }
+                }
+            } else if -lastCompactionCheck.timeIntervalSinceNow >= 1 {
+                lastCompactionCheck = Date()
+                do {
+                    try compactOldest(force: false)
+                } catch {
+                    logger.error("queue compaction failed", metadata: ["event": "error", "error": "\(error)"])
+                }
+            }
+        }
+        committerFinished.signal()
+    }
+
+    /// Writes and syncs one batch, then applies it to the index. Returns the storage error if
+    /// the batch failed: then none of it counts, and the segment is cut back to where it was.
+    private func commitBatch(_ batch: [PendingRecord]) -> QueueError? {
+        var starts: [Int64] = []
+        starts.reserveCapacity(batch.count)
+        do {
+            try rotateIfNeeded()
+            batchBuffer.clear()
+            for record in batch {
+                starts.append(activeEnd + Int64(batchBuffer.writerIndex))
+                batchBuffer.writeImmutableBuffer(record.bytes)
+            }
+            let path = segmentPath(activeNumber)
+            try SystemCalls.write(activeFD, batchBuffer, at: activeEnd, path: path)
+            try SystemCalls.dataSync(activeFD, path: path)
+        } catch {
+            let failure = error as? QueueError ?? .storage(errno: EIO, "\(error)")
+            // Whatever part of the batch reached the file must not come back at recovery, and the
+            // next batch must start at a record boundary.
+            do {
+                try SystemCalls.truncate(activeFD, to: activeEnd, path: segmentPath(activeNumber))
+            } catch {
+                needsRotation = true
+            }
+            if batchBuffer.capacity > 16 << 20 { batchBuffer = ByteBuffer() }
+            condition.withLock { counters.failedBatches += 1 }
+            logger.error(
+                "queue write failed", metadata: ["event": "error", "error": "\(failure)", "records": "\(batch.count)"])
+            return failure
+        }
+        let segment = activeNumber
+        activeEnd += Int64(batchBuffer.readableBytes)
+        var removedFiles: [String] = []
+        let deletedSegments: Bool = condition.withLock {
+            for (position, record) in batch.enumerated() {
+                apply(
+                    record.record, segment: segment, offset: starts[position], length: record.bytes.readableBytes,
+                    removedFiles: &removedFiles)
+                if case .message = record.record, record.continuation != nil { counters.commits += 1 }
+            }
+            counters.records += batch.count
+            counters.syncs += 1
+            counters.bytesWritten += batchBuffer.readableBytes
+            return deleteObsoleteSegments()
+        }
+        // A batch of large inline messages should not pin its buffer forever.
+        if batchBuffer.capacity > 16 << 20 { batchBuffer = ByteBuffer() }
+        for path in removedFiles { unlink(path) }
+        if deletedSegments { try? SystemCalls.syncDirectory(logDirectory) }
+        return nil
+    }
+
+    /// Starts a new segment when the active one is full (or its tail is suspect).
+    private func rotateIfNeeded() throws {
+        guard activeEnd >= Int64(options.segmentSize) || needsRotation else { return }
+        let number = activeNumber + 1
+        let path = segmentPath(number)
+        let fd = try SystemCalls.open(path, O_RDWR | O_CREAT | O_TRUNC)
+        do {
+            // The new file's name must be durable before any record in it is acknowledged.
+            try SystemCalls.syncDirectory(logDirectory)
+        } catch {
+            Glibc.close(fd)
+            unlink(path)
+            throw error
+        }
+        Glibc.close(activeFD)
+        activeFD = fd
+        activeNumber = number
+        activeEnd = 0
+        needsRotation = false
+        condition.withLock {
+            segmentNumbers.append(number)
+            liveCounts[number] = 0
+            segmentCreated[number] = Date()
+        }
+        logger.debug("queue segment started", metadata: ["segment": "\(number)"])
+    }
+
+    // MARK: Index
+
+    /// Applies a durable record to the index (under the lock). The same function replays the
+    /// log at recovery, so the index after a restart is the index before it.
+    func apply(_ record: LogRecord, segment: UInt64, offset: Int64, length: Int, removedFiles: inout [String]) {
+        switch record {
+        case .message(let message):
+            // A later MESSAGE record with the same ID (compaction) supersedes the earlier one.
+            if let old = index[message.id] { liveCounts[old.segment, default: 1] -= 1 }
+            index[message.id] = IndexEntry(
+                arrival: message.arrival, size: message.size, held: message.held, dataInFile: message.dataInFile,
+                segment: segment,
+                dataOffset: message.dataInFile ? -1 : offset + Int64(length - LogRecord.trailerLength - message.size),
+                envelope: message.envelope)
+            liveCounts[segment, default: 0] += 1
+        case .state(let id, let changes):
+            guard let count = index[id]?.envelope.recipients.count else { return }
+            for state in changes where state.index < count {
+                index[id]?.envelope.recipients[state.index].status = state.change.status
+                index[id]?.envelope.recipients[state.index].attempts = state.change.attempts
+                index[id]?.envelope.recipients[state.index].nextAttempt = state.change.nextAttempt
+                index[id]?.envelope.recipients[state.index].lastError = state.change.lastError
+            }
+        case .hold(let id):
+            index[id]?.held = true
+        case .release(let id):
+            index[id]?.held = false
+        case .remove(let id):
+            guard let old = index.removeValue(forKey: id) else { return }
+            liveCounts[old.segment, default: 1] -= 1
+            if old.dataInFile { removedFiles.append(dataPath(id)) }
+        }
+    }
+
+    /// Deletes segments, strictly oldest first, while the oldest holds no live message (under
+    /// the lock). A younger segment must stay while an older one does: its STATE and REMOVE
+    /// records may refer to messages defined in the older one.
+    func deleteObsoleteSegments() -> Bool {
+        var deleted = false
+        while segmentNumbers.count > 1, let oldest = segmentNumbers.first, liveCounts[oldest, default: 0] <= 0 {
+            unlink(segmentPath(oldest))
+            segmentNumbers.removeFirst()
+            liveCounts[oldest] = nil
+            segmentCreated[oldest] = nil
+            deleted = true
+            logger.debug("queue segment deleted", metadata: ["segment": "\(oldest)"])
+        }
+        return deleted
+    }
+
+    // MARK: Compaction
+
+    /// A message that stays for days (deferred) pins its segment and every younger one. When
+    /// the oldest segment is older than `compactionAge` (or `force`), its live messages are
+    /// appended again, with their current state, as new MESSAGE records; the copies supersede
+    /// the originals and the segment can go. Runs on the committer thread, between batches, so
+    /// the index is exactly the log's state while the copies are made.
+    private func compactOldest(force: Bool) throws {
+        let (oldest, victims): (UInt64, [(QueueID, IndexEntry)]) = condition.withLock {
+            guard segmentNumbers.count > 1, let oldest = segmentNumbers.first,
+                liveCounts[oldest, default: 0] > 0,
+                force || -(segmentCreated[oldest] ?? Date()).timeIntervalSinceNow >= options.compactionAge
+            else { return (0, []) }
+            return (oldest, index.filter { $0.value.segment == oldest }.map { ($0.key, $0.value) })
+        }
+        guard !victims.isEmpty else { return }
+        let path = segmentPath(oldest)
+        let fd = try SystemCalls.open(path, O_RDONLY)
+        defer { Glibc.close(fd) }
+        var batch: [PendingRecord] = []
+        var batchBytes = 0
+        for (id, entry) in victims.sorted(by: { $0.0 < $1.0 }) {
+            let record = LogRecord.message(
+                MessageRecord(
+                    id: id, arrival: entry.arrival, size: entry.size, held: entry.held,
+                    dataInFile: entry.dataInFile, envelope: entry.envelope))
+            var bytes = ByteBuffer()
+            if entry.dataInFile {
+                record.encode(into: &bytes)
+            } else {
+                var data = ByteBuffer()
+                try SystemCalls.read(fd, into: &data, count: entry.size, at: entry.dataOffset, path: path)
+                guard data.readableBytes == entry.size else {
+                    throw QueueError.corrupt("\(path) ends inside the data of \(id)")
+                }
+                record.encode(into: &bytes, inlineData: data)
+            }
+            batchBytes += bytes.readableBytes
+            batch.append(PendingRecord(bytes: bytes, record: record, continuation: nil))
+            if batchBytes >= 8 << 20 {
+                if let error = commitBatch(batch) { throw error }
+                batch.removeAll()
+                batchBytes = 0
+            }
+        }
+        if !batch.isEmpty, let error = commitBatch(batch) { throw error }
+        logger.info("queue segment compacted", metadata: ["segment": "\(oldest)", "messages": "\(victims.count)"])
+    }
+
+    // MARK: Recovery
+
+    /// Replays the log into the index, cuts off a torn tail, and removes leftovers: spool files
+    /// of unfinished transactions and data files without a message.
+    func recover() throws {
+        let numbers = try SystemCalls.list(logDirectory).compactMap(Self.segmentNumber).sorted()
+        var removedFiles: [String] = []
+        var records = 0
+        for (position, number) in numbers.enumerated() {
+            let path = segmentPath(number)
+            let isLast = position == numbers.count - 1
+            let fd = try SystemCalls.open(path, isLast ? O_RDWR : O_RDONLY)
+            var keepOpen = false
+            defer { if !keepOpen { Glibc.close(fd) } }
+            var info = stat()
+            guard fstat(fd, &info) == 0 else { throw QueueError.storage("stat \(path)") }
+            let size = Int(info.st_size)
+            var content = ByteBuffer()
+            try SystemCalls.read(fd, into: &content, count: size, at: 0, path: path)
+            segmentNumbers.append(number)
+            liveCounts[number] = liveCounts[number] ?? 0
+            segmentCreated[number] = Date(timeIntervalSince1970: Double(info.st_mtim.tv_sec))
+            var offset = 0
+            replay: while true {
+                switch LogRecord.decode(content, at: offset) {
+                case .record(let record, let length):
+                    apply(record, segment: number, offset: Int64(offset), length: length, removedFiles: &removedFiles)
+                    offset += length
+                    records += 1
+                case .end:
+                    break replay
+                case .invalid(let reason):
+                    if isLast {
+                        // A batch cut short by a crash: never acknowledged, since its sync did
+                        // not complete.
+                        logger.warning(
+                            "queue log torn tail cut off",
+                            metadata: [
+                                "segment": "\(number)", "offset": "\(offset)", "bytes": "\(size - offset)",
+                                "reason": "\(reason)",
+                            ])
+                        try SystemCalls.truncate(fd, to: Int64(offset), path: path)
+                        try SystemCalls.dataSync(fd, path: path)
+                    } else {
+                        logger.error(
+                            "queue log segment damaged; the rest of it is skipped",
+                            metadata: [
+                                "segment": "\(number)", "offset": "\(offset)", "bytes": "\(size - offset)",
+                                "reason": "\(reason)",
+                            ])
+                    }
+                    break replay
+                }
+            }
+            if isLast {
+                keepOpen = true
+                activeFD = fd
+                activeNumber = number
+                activeEnd = Int64(offset)
+            }
+        }
+        if numbers.isEmpty {
+            let number: UInt64 = 1
+            activeFD = try SystemCalls.open(segmentPath(number), O_RDWR | O_CREAT)
+            activeNumber = number
+            activeEnd = 0
+            segmentNumbers = [number]
+            liveCounts[number] = 0
+            segmentCreated[number] = Date()
+            try SystemCalls.syncDirectory(logDirectory)
+        }
+
+        for name in try SystemCalls.list(spoolDirectory) { unlink("\(spoolDirectory)/\(name)") }
+        let dataFiles = Set(try SystemCalls.list(dataDirectory))
+        for name in dataFiles {
+            guard let id = QueueID(name), index[id]?.dataInFile == true else {
+                unlink("\(dataDirectory)/\(name)")
+                continue
+            }
+        }
+        // A message whose data file is missing was never acknowledged (its record outlived a
+        // failed batch); it cannot be delivered.
+        for (id, entry) in index where entry.dataInFile && !dataFiles.contains("\(id)") {
+            logger.error("queued message without its data file dropped", metadata: ["queue_id": "\(id)"])
+            index[id] = nil
+            liveCounts[entry.segment, default: 1] -= 1
+        }
+        if let newest = index.keys.max() { QueueID.advance(past: newest) }
+        if deleteObsoleteSegments() { try SystemCalls.syncDirectory(logDirectory) }
+        logger.info(
+            "queue opened",
+            metadata: [
+                "directory": "\(directory)", "messages": "\(index.count)", "segments": "\(segmentNumbers.count)",
+                "records": "\(records)",
+            ])
+    }
+}

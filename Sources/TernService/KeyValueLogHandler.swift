@@ -1,0 +1,86 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// SPEC §2.7: one line per event, `key=value`, like Postfix's maillog but machine-readable:
+///
+///     time=2026-11-23T10:00:00.123Z level=info component=smtpd event=queued queue_id=… from=<a@b> …
+///
+/// Values with spaces, quotes or `=` are quoted; control characters are escaped so a hostile
+/// client can never forge a log line. Each line goes out in a single write(2).
+public struct KeyValueLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    private let label: String
+    private let descriptor: Int32
+
+    public init(label: String, descriptor: Int32 = 2) {
+        self.label = label
+        self.descriptor = descriptor
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var line = "time=\(Self.timestamp()) level=\(event.level) component=\(label)"
+        var merged = metadata
+        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        // `event` and `queue_id` first: `grep queue_id=X` and the eye both find them at once.
+        for key in ["event", "queue_id"] {
+            if let value = merged.removeValue(forKey: key) { Self.append(key, "\(value)", to: &line) }
+        }
+        Self.append("msg", "\(event.message)", to: &line)
+        for key in merged.keys.sorted() {
+            Self.append(key, "\(merged[key]!)", to: &line)
+        }
+        line += "\n"
+        var bytes = Array(line.utf8)
+        bytes.withUnsafeMutableBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+                if written <= 0 {
+                    if written < 0 && errno == EINTR { continue }
+                    return
+                }
+                offset += written
+            }
+        }
+    }
+
+    static func append(_ key: String, _ value: String, to line: inout String) {
+        line += " \(key)="
+        let needsQuotes = value.isEmpty || value.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\\" }
+        var escaped = ""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": escaped += "\\\""
+            case "\\": escaped += "\\\\"
+            case "\n": escaped += "\\n"
+            case "\r": escaped += "\\r"
+            case "\t": escaped += "\\t"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    escaped += "\\x" + String(scalar.value, radix: 16)
+                } else {
+                    escaped.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        line += needsQuotes ? "\"\(escaped)\"" : escaped
+    }
+
+    private static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var time = now.tv_sec
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
+            parts.tm_hour, parts.tm_min, parts.tm_sec, now.tv_nsec / 1_000_000)
+    }
+}

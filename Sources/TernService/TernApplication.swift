@@ -1,0 +1,100 @@
+import DNSClient
+import Foundation
+import Logging
+import MailDelivery
+import MailPolicy
+import MailQueue
+import NIOCore
+import NIOPosix
+import SMTPServer
+import ServiceLifecycle
+
+/// Tern's main job, `tern serve`: opens the queue, then runs delivery, the control socket and
+/// the SMTP listeners as services. SIGTERM/SIGINT shut them down in reverse order: the
+/// listeners first (open sessions get `421 4.3.2`, messages being committed finish), then the
+/// control socket and delivery; the queue closes last, after its final group commit.
+public enum TernApplication {
+    public static func serve(
+        _ configuration: TernConfiguration, logger: Logger,
+        onBound: @escaping @Sendable ([SMTPListener]) -> Void = { _ in }
+    ) async throws {
+        let dataDirectory = configuration.dataDirectory
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        let queue = try QueueStore.open(
+            directory: "\(dataDirectory)/queue", logger: logger.component("queue"))
+        defer { queue.close() }
+
+        let directory = ConfiguredDirectory(configuration)
+        let policy = RecipientPolicy(directory: directory)
+        let threadPool = NIOThreadPool(numberOfThreads: 4)
+        threadPool.start()
+
+        let scheduler = DeliveryScheduler(
+            settings: .init(
+                hostname: configuration.hostname, mailRoot: "\(dataDirectory)/mail",
+                retry: configuration.delivery.retry),
+            queue: queue, directory: directory, threadPool: threadPool, logger: logger.component("delivery"))
+
+        // `[dns] servers`, else /etc/resolv.conf. Each query is bounded (2 s × 2 attempts), and
+        // the reverse lookup of a client as a whole by ReverseName's own limit.
+        let servers = configuration.dns.servers?.map { "[\($0.host)]:\($0.port)" } ?? StubResolver.systemServers()
+        let resolver = try StubResolver(servers: servers, timeout: .seconds(2), attempts: 2)
+        let server = SMTPServer(
+            settings: configuration.smtpServerSettings, policy: policy, queue: queue,
+            reverseLookup: { address in await ReverseName.confirmed(for: address, resolver: resolver) },
+            onQueued: { scheduler.submit($0.id) }, logger: logger.component("smtpd"))
+
+        let controlPath = ControlSocket.path(dataDirectory: dataDirectory)
+        let hostname = configuration.hostname
+        let services: [any Service] = [
+            TaskService { await scheduler.run() },
+            TaskService {
+                try await ControlSocket.serve(
+                    path: controlPath, queue: queue, scheduler: scheduler, policy: policy, hostname: hostname,
+                    logger: logger.component("control"))
+            },
+            TaskService { try await server.run(onBound: onBound) },
+        ]
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
+                cancellationSignals: [], logger: logger.component("service")))
+        logger.info("starting", metadata: ["event": "start", "hostname": "\(hostname)", "data_dir": "\(dataDirectory)"])
+        do {
+            try await group.run()
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            throw error
+        }
+        try? await threadPool.shutdownGracefully()
+        logger.info("stopped", metadata: ["event": "stop"])
+    }
+}
+
+/// A service that is its body, cancelled on graceful shutdown.
+struct TaskService: Service {
+    let body: @Sendable () async throws -> Void
+
+    init(_ body: @escaping @Sendable () async throws -> Void) {
+        self.body = body
+    }
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await body()
+        }
+    }
+}
+
+extension Logger {
+    /// A logger for one part of Tern, its name in every line's `component=`.
+    func component(_ name: String) -> Logger {
+        var logger = Logger(label: name) { label in
+            var handler = KeyValueLogHandler(label: label)
+            handler.logLevel = self.logLevel
+            return handler
+        }
+        logger.logLevel = self.logLevel
+        return logger
+    }
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Accept-rate benchmark (SPEC §4): Postfix and Tern side by side on this machine, each loaded
+# by Postfix's own smtp-source with 5 KiB messages at 1, 16 and 64 concurrent sessions. Both
+# acknowledge a message only once it is on stable storage (Postfix fsyncs each queue file;
+# Tern group-commits its queue log). Postfix discards after queueing; Tern keeps the messages
+# queued (the remote recipient is deferred), so Tern does at least the same work.
+#
+#   bench/accept.sh [MESSAGES]        # default 3000 per run (1 session: a third of that)
+#
+# Writes the table to docs/performance.md (section "Accept rate") and prints it.
+# Needs root: it rewrites /etc/postfix through ../shared/bench/postfix-baseline.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+messages=${1:-3000}
+baseline=${POSTFIX_BASELINE:-$root/../shared/bench/postfix-baseline.sh}
+postfix_port=2526
+tern_port=2527
+work=$(mktemp -d /tmp/tern-bench.XXXXXX)
+tern_pid=""
+
+cleanup() {
+  [[ -n $tern_pid ]] && kill "$tern_pid" 2>/dev/null && wait "$tern_pid" 2>/dev/null || true
+  "$baseline" stop || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+command -v smtp-source >/dev/null || PATH=$PATH:/usr/sbin
+echo "== building tern (release)"
+swift build -c release --product tern >/dev/null
+tern=$root/.build/release/tern
+
+echo "== starting postfix"
+"$baseline" start "$postfix_port" discard
+
+cat >"$work/tern.toml" <<TOML
+hostname = "tern.bench.test"
+data_dir = "$work/data"
+[listen]
+smtp = ["127.0.0.1:$tern_port"]
+[relay]
+trusted_networks = ["127.0.0.0/8"]
+[limits]
+max_connections_per_ip = 1000
+[[domains]]
+name = "tern.bench.test"
+mailboxes = ["postmaster"]
+TOML
+"$tern" serve --config "$work/tern.toml" 2>"$work/tern.log" &
+tern_pid=$!
+for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$tern_port " && break; sleep 0.1; done
+
+# rate PORT SESSIONS COUNT → messages per second
+rate() {
+  local start end
+  start=$(date +%s.%N)
+  smtp-source -s "$2" -l 5120 -m "$3" -f bench@source.test -t rcpt@sink.test "127.0.0.1:$1"
+  end=$(date +%s.%N)
+  echo "scale=1; $3 / ($end - $start)" | bc
+}
+
+rows=""
+for sessions in 1 16 64; do
+  count=$messages
+  [[ $sessions == 1 ]] && count=$((messages / 3))
+  rate "$postfix_port" "$sessions" 200 >/dev/null   # warm-up
+  rate "$tern_port" "$sessions" 200 >/dev/null
+  p=$(rate "$postfix_port" "$sessions" "$count")
+  t=$(rate "$tern_port" "$sessions" "$count")
+  ratio=$(echo "scale=2; $t / $p" | bc)
+  echo "sessions=$sessions postfix=$p/s tern=$t/s ratio=$ratio"
+  rows+="| $sessions | $count | $p | $t | ${ratio}× |"$'\n'
+done
+
+acknowledged=$(grep -c 'event=queued' "$work/tern.log" || true)
+table="## Accept rate (bench/accept.sh)
+
+Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown);
+Postfix $(postconf -h mail_version) from Debian; 5 KiB messages from \`smtp-source\`, one connection per message.
+Tern logged $acknowledged queued messages, every one acknowledged after its group commit.
+
+| sessions | messages | Postfix msg/s | Tern msg/s | Tern / Postfix |
+|---:|---:|---:|---:|---:|
+$rows
+Target (SPEC §4): at least 3× at 16 and 64 sessions.
+"
+echo "$table"
+python3 - "$root/docs/performance.md" "$table" <<'PY'
+import re, sys
+path, table = sys.argv[1], sys.argv[2]
+try:
+    text = open(path).read()
+except FileNotFoundError:
+    text = "# Performance\n\nHow to reproduce: `sudo bench/accept.sh` (see the script's header).\n\n"
+section = re.compile(r"## Accept rate \(bench/accept.sh\).*?(?=\n## |\Z)", re.S)
+text = section.sub(table.strip() + "\n", text) if section.search(text) else text.rstrip() + "\n\n" + table
+open(path, "w").write(text)
+PY

@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Interop tests: the real `tern` binary against real clients and peers on loopback.
+
+    python3 tests/interop/run.py [--tern PATH] [-k NAME]
+
+Each `test_*` function is one test; they run in order and the script exits non-zero when any
+fails. Peers: swaks, Python's smtplib, tern sendmail and the queue tools, dnsmasq, a tmpfs
+that fills up, and kill -9 under concurrent load.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+from harness import Tern, free_port, wait_for_port  # noqa: E402
+
+MESSAGE = b"From: sender@client.example\r\nTo: alice@example.test\r\nSubject: %s\r\n\r\nHello.\r\n"
+
+
+def swaks(*args, timeout=60):
+    return subprocess.run(["swaks", "--hide-all", *args], capture_output=True, timeout=timeout)
+
+
+# ---- clients ------------------------------------------------------------------------------
+
+def test_swaks_plain_and_pipelined():
+    with Tern() as tern:
+        for extra in ([], ["--pipeline"]):
+            result = swaks("--server", f"127.0.0.1:{tern.port}", "--from", "s@client.example",
+                           "--to", "alice@example.test", "--header", "Subject: swaks", *extra)
+            assert result.returncode == 0, result.stdout + result.stderr
+        messages = tern.wait_for_maildir("alice", 2)
+        first = messages[0].decode()
+        assert first.startswith("Return-Path: <s@client.example>\r\nDelivered-To: alice@example.test\r\n"), first[:200]
+        assert re.search(r"Received: from \S+ \(unknown \[127\.0\.0\.1\]\)\r\n\tby mx\.example\.test \(Tern\) "
+                         r"with ESMTP id [0-9A-Z]+\r\n\tfor <alice@example\.test>;", first), first[:400]
+        assert "Subject: swaks" in first
+
+
+def test_smtplib_recipients_one_by_one_and_smtputf8():
+    with Tern() as tern:
+        with smtplib.SMTP("127.0.0.1", tern.port, timeout=10) as client:
+            client.ehlo("client.example")
+            assert client.has_extn("pipelining") and client.has_extn("chunking") and client.has_extn("smtputf8")
+            assert client.has_extn("size") and client.esmtp_features["size"] == "26214400"
+            refused = client.sendmail("a@client.example", ["alice@example.test", "nobody@example.test",
+                                                           "Bob+Tag@EXAMPLE.test"], MESSAGE % b"one-by-one")
+            assert list(refused) == ["nobody@example.test"] and refused["nobody@example.test"][0] == 550, refused
+            client.sendmail("jörg@client.example", ["alice@example.test"],
+                            "Subject: utf8\r\nFrom: jörg@client.example\r\n\r\nGrüße\r\n".encode(),
+                            mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        tern.wait_for_maildir("alice", 2)
+        bob = tern.wait_for_maildir("bob", 1)[0].decode()
+        assert "Delivered-To: bob+tag@example.test\r\n" in bob, bob[:300]
+
+
+def test_untrusted_client_cannot_relay():
+    with Tern() as tern:
+        client = smtplib.SMTP(timeout=10, source_address=("127.0.0.9", 0))
+        client.connect("127.0.0.1", tern.port)
+        client.ehlo("stranger.example")
+        client.mail("spam@stranger.example")
+        for victim in ["victim@elsewhere.test", "victim%elsewhere.test@example.test",
+                       '"victim@elsewhere.test"@example.test', "@example.test:victim@elsewhere.test",
+                       "elsewhere.test!victim@example.test", "victim@[127.0.0.1]"]:
+            code, text = client.rcpt(victim)
+            assert code == 550 and text.startswith(b"5.7.1"), (victim, code, text)
+        code, _ = client.rcpt("alice@example.test")
+        assert code == 250
+        client.quit()
+
+
+def test_sendmail_local_submission():
+    with Tern() as tern:
+        message = b"To: Alice <alice@example.test>\nBcc: bob@example.test\nSubject: local\n\nline\n.\nafter dot\n"
+        tern.tern("sendmail", "-t", "-i", "-f", "cron@example.test", stdin=message)
+        alice = tern.wait_for_maildir("alice", 1)[0].decode()
+        bob = tern.wait_for_maildir("bob", 1)[0].decode()
+        for text in (alice, bob):
+            assert "Bcc:" not in text, text
+            assert "\r\nafter dot\r\n" in text and "\nline\r\n.\r\n" in text
+            assert re.search(r"\r\nDate: .+\r\nMessage-ID: <.+@mx\.example\.test>\r\n", text), text
+            assert "Return-Path: <cron@example.test>" in text
+            assert "with local id" in text
+        # Without -i a lone dot ends the message; an unknown local user fails with EX_NOUSER.
+        tern.tern("sendmail", "alice@example.test", stdin=b"Subject: dot\n\nbefore\n.\nafter\n")
+        dotted = tern.wait_for_maildir("alice", 2)[1].decode()
+        assert "before" in dotted and "after" not in dotted
+        result = tern.tern("sendmail", "nobody@example.test", stdin=b"Subject: x\n\nx\n", check=False)
+        assert result.returncode == 67, (result.returncode, result.stderr)
+
+
+def test_embedded_default():
+    folder = tempfile.mkdtemp(prefix="tern-default-")
+    process = subprocess.Popen([os.path.abspath(harness.TERN), "serve"], cwd=folder,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(2525)
+        result = swaks("--server", "127.0.0.1:2525", "--to", "postmaster@localhost")
+        assert result.returncode == 0, result.stdout + result.stderr
+        path = os.path.join(folder, "tern-data/mail/localhost/postmaster/new")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (os.path.isdir(path) and os.listdir(path)):
+            time.sleep(0.05)
+        assert os.path.isdir(path) and len(os.listdir(path)) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- queue tools --------------------------------------------------------------------------
+
+def test_queue_tools_live_and_offline():
+    with Tern() as tern:
+        with smtplib.SMTP("127.0.0.1", tern.port, timeout=10) as client:
+            client.sendmail("a@client.example", ["far@elsewhere.test", "alice@example.test"], MESSAGE % b"remote")
+        deadline = time.monotonic() + 10
+        while True:
+            listing = tern.queue()
+            remote = [r for m in listing for r in m["recipients"] if r["address"] == "far@elsewhere.test"]
+            if remote and remote[0]["status"] == "deferred":
+                break
+            assert time.monotonic() < deadline, listing
+            time.sleep(0.05)
+        message = listing[0]
+        assert set(message) >= {"id", "sender", "size", "arrival", "recipients"}
+        assert message["sender"] == "a@client.example" and message["size"] > 0
+        assert set(remote[0]) >= {"address", "status", "attempts", "next_attempt", "last_error"}
+        assert remote[0]["attempts"] >= 1 and remote[0]["next_attempt"] and "no route" in remote[0]["last_error"]
+        statuses = {r["address"]: r["status"] for r in message["recipients"]}
+        assert statuses == {"far@elsewhere.test": "deferred", "alice@example.test": "delivered"}, statuses
+
+        text = tern.tern("queue", "list").stdout.decode()
+        assert message["id"] in text and "far@elsewhere.test deferred" in text, text
+        shown = tern.tern("queue", "show", message["id"]).stdout.decode()
+        assert "sender: <a@client.example>" in shown and "Subject: remote" in shown, shown
+        tern.tern("queue", "hold", message["id"])
+        assert tern.queue()[0]["held"] is True
+        tern.tern("queue", "release", message["id"])
+        tern.tern("queue", "flush")
+        missing = tern.tern("queue", "show", "0000000000000000", check=False)
+        assert missing.returncode != 0 and b"no such message" in missing.stderr
+
+    # The server is stopped: the tools open the queue themselves and see the same message.
+    offline = tern.tern("queue", "list", "--json").stdout
+    assert message["id"].encode() in offline
+    tern.tern("queue", "delete", message["id"])
+    assert tern.queue() == []
+
+
+def test_check_config():
+    folder = tempfile.mkdtemp(prefix="tern-config-")
+    try:
+        good = os.path.join(folder, "good.toml")
+        with open(good, "w") as f:
+            f.write('hostname = "mx.example.test"\ndata_dir = "data"\n[listen]\nsmtp = ["127.0.0.1:25"]\n')
+        assert subprocess.run([harness.TERN, "check-config", "--config", good]).returncode == 0
+        bad = os.path.join(folder, "bad.toml")
+        with open(bad, "w") as f:
+            f.write('hostname = "mx.example.test"\n[limits]\nmax_recipients = "many"\nmax_mesage_size = 1\n')
+        result = subprocess.run([harness.TERN, "check-config", "--config", bad], capture_output=True)
+        output = result.stdout.decode() + result.stderr.decode()
+        assert result.returncode != 0
+        assert "line 3" in output and "limits.max_recipients" in output, output
+        assert "line 4" in output and "limits.max_mesage_size" in output, output
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- DNS ----------------------------------------------------------------------------------
+
+def test_reverse_dns_through_dnsmasq():
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    port = free_port(socket.SOCK_DGRAM)
+    process = subprocess.Popen([dnsmasq, "--no-daemon", "--no-resolv", "--no-hosts", f"--port={port}",
+                                "--listen-address=127.0.0.1", "--bind-interfaces",
+                                "--ptr-record=9.0.0.127.in-addr.arpa,client.example.test",
+                                "--address=/client.example.test/127.0.0.9",
+                                "--ptr-record=10.0.0.127.in-addr.arpa,liar.example.test",
+                                "--address=/liar.example.test/192.0.2.1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        with Tern(dns_port=port) as tern:
+            for source in ("127.0.0.9", "127.0.0.10"):
+                client = smtplib.SMTP(timeout=10, source_address=(source, 0))
+                client.connect("127.0.0.1", tern.port)
+                client.sendmail("a@client.example", ["alice@example.test"], MESSAGE % source.encode())
+                client.quit()
+            messages = [m.decode() for m in tern.wait_for_maildir("alice", 2)]
+            by_source = {("127.0.0.9" if "127.0.0.9]" in m else "127.0.0.10"): m for m in messages}
+            assert "(client.example.test [127.0.0.9])" in by_source["127.0.0.9"], by_source["127.0.0.9"][:300]
+            # A PTR name that does not point back is not trusted (FCrDNS): "unknown".
+            assert "(unknown [127.0.0.10])" in by_source["127.0.0.10"], by_source["127.0.0.10"][:300]
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def test_silent_dns_server_does_not_stall_sessions():
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        with Tern(dns_port=silent.getsockname()[1]) as tern:
+            start = time.monotonic()
+            with smtplib.SMTP("127.0.0.1", tern.port, timeout=20) as client:
+                greeting_time = time.monotonic() - start
+                client.sendmail("a@client.example", ["alice@example.test"], MESSAGE % b"silent dns")
+            elapsed = time.monotonic() - start
+            assert greeting_time < 1.0, f"greeting took {greeting_time:.1f}s"
+            assert elapsed < 5.0, f"a session took {elapsed:.1f}s with a silent DNS server"
+            assert b"(unknown [127.0.0.1])" in tern.wait_for_maildir("alice", 1)[0]
+    finally:
+        silent.close()
+
+
+# ---- durability ---------------------------------------------------------------------------
+
+def send_one(port, subject, recipients=("alice@example.test",), timeout=10):
+    """Sends one message; returns the queue ID from the 250, or None if refused."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=timeout) as client:
+        client.ehlo("load.example")
+        code, _ = client.mail("load@client.example")
+        if code != 250:
+            return None
+        for recipient in recipients:
+            client.rcpt(recipient)
+        code, text = client.data(MESSAGE % subject.encode())
+        if code != 250:
+            return None
+        match = re.search(rb"queued as ([0-9A-Z]+)", text)
+        return match.group(1).decode() if match else None
+
+
+def test_kill_9_under_load_loses_nothing_acknowledged():
+    tern = Tern()
+    tern.start()
+    acknowledged = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load(worker):
+        sequence = 0
+        while not stop.is_set():
+            subject = f"crash-{worker}-{sequence}-{uuid.uuid4().hex[:8]}"
+            sequence += 1
+            try:
+                if send_one(tern.port, subject, timeout=5):
+                    with lock:
+                        acknowledged.append(subject)
+            except (OSError, smtplib.SMTPException):
+                pass
+
+    try:
+        threads = [threading.Thread(target=load, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        time.sleep(3)
+        tern.kill()            # SIGKILL in the middle of everything
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+        with lock:
+            acked = list(acknowledged)
+        assert len(acked) > 50, f"only {len(acked)} messages acknowledged before the kill"
+        tern.start()
+        deadline = time.monotonic() + 60
+        while True:
+            delivered = b"".join(tern.maildir("alice"))
+            missing = [s for s in acked if s.encode() not in delivered]
+            if not missing:
+                break
+            assert time.monotonic() < deadline, f"{len(missing)} of {len(acked)} acknowledged messages lost: {missing[:5]}"
+            time.sleep(0.2)
+        print(f"    {len(acked)} messages acknowledged before kill -9, all delivered after restart")
+        tern.stop()
+    except BaseException:
+        print("---- tern log ----\n" + tern.read_log()[-6000:])
+        raise
+    finally:
+        tern.cleanup()
+
+
+def test_full_disk_refuses_with_452_and_keeps_what_it_acknowledged():
+    mount = tempfile.mkdtemp(prefix="tern-tmpfs-")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", mount], capture_output=True).returncode != 0:
+        print("    skipped: cannot mount a tmpfs here (needs root)")
+        return
+    try:
+        filler = os.path.join(mount, "filler")
+        tern = Tern(data_dir=os.path.join(mount, "data"), limits="max_message_size = 2000000")
+        with tern:
+            with open(filler, "wb") as f:
+                f.write(b"\0" * (19 * 1024 * 1024))
+            body = b"x" * 998 + b"\r\n"
+            big = b"Subject: %s\r\n\r\n" + body * 400
+            accepted, refused_reply = [], None
+            for n in range(200):
+                subject = f"disk-{n}"
+                with smtplib.SMTP("127.0.0.1", tern.port, timeout=10) as client:
+                    client.ehlo("x")
+                    code, text = client.mail("a@client.example", ["SIZE=%d" % len(big)])
+                    if code != 250:
+                        refused_reply = (code, text)
+                        break
+                    client.rcpt("alice@example.test")
+                    code, text = client.data(big % subject.encode())
+                    if code != 250:
+                        refused_reply = (code, text)
+                        break
+                    accepted.append(subject)
+            assert refused_reply and refused_reply[0] == 452 and refused_reply[1].startswith(b"4.3.1"), refused_reply
+            assert accepted, "nothing was accepted before the disk filled"
+            os.unlink(filler)
+            tern.tern("queue", "flush")
+            deadline = time.monotonic() + 30
+            while True:
+                delivered = b"".join(tern.maildir("alice"))
+                missing = [s for s in accepted if s.encode() + b"\r\n" not in delivered]
+                if not missing:
+                    break
+                assert time.monotonic() < deadline, f"lost after a full disk: {missing}"
+                time.sleep(0.2)
+            assert send_one(tern.port, "after-space-returned"), "not accepting again after space returned"
+            print(f"    {len(accepted)} accepted, then {refused_reply[0]} {refused_reply[1].decode()}")
+    finally:
+        subprocess.run(["umount", "-l", mount])
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+def test_graceful_shutdown_answers_421():
+    tern = Tern()
+    tern.start()
+    try:
+        client = socket.create_connection(("127.0.0.1", tern.port), timeout=10)
+        reader = client.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        client.sendall(b"EHLO c\r\nMAIL FROM:<a@client.example>\r\n")
+        while not reader.readline().startswith(b"250 DSN"):
+            pass
+        assert reader.readline().startswith(b"250 2.1.0")
+        tern.signal(signal.SIGTERM)
+        line = reader.readline()
+        assert line.startswith(b"421 4.3.2"), line
+        assert tern.process.wait(15) == 0
+        client.close()
+    finally:
+        tern.cleanup()
+
+
+# ---- runner -------------------------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tern", default=harness.TERN)
+    parser.add_argument("-k", default="")
+    args = parser.parse_args()
+    harness.TERN = os.path.abspath(args.tern)
+    tests = [(name, f) for name, f in globals().items() if name.startswith("test_") and args.k in name]
+    failures = []
+    for name, test in tests:
+        start = time.monotonic()
+        try:
+            test()
+            print(f"ok   {name} ({time.monotonic() - start:.1f}s)", flush=True)
+        except Exception:
+            failures.append(name)
+            print(f"FAIL {name} ({time.monotonic() - start:.1f}s)\n{traceback.format_exc()}", flush=True)
+    print(f"{len(tests) - len(failures)} passed, {len(failures)} failed")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
