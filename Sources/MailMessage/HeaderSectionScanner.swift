@@ -36,9 +36,9 @@ public struct HeaderSectionScanner: Sendable {
         chunk.withUnsafeReadableBytes { bytes in
             for byte in bytes {
                 if byte == UInt8(ascii: "\n") && previousWasCR {
+                    headerSize += 1
                     endLine()
                     if headerComplete { return }
-                    headerSize += 1
                     continue
                 }
                 previousWasCR = byte == UInt8(ascii: "\r")

@@ -25,9 +25,10 @@ public struct KeyValueLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = "time=\(Self.timestamp()) level=\(event.level) component=\(label)"
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        let component = merged.removeValue(forKey: "component").map { "\($0)" } ?? label
+        var line = "time=\(Self.timestamp()) level=\(event.level) component=\(component)"
         // `event` and `queue_id` first: `grep queue_id=X` and the eye both find them at once.
         for key in ["event", "queue_id"] {
             if let value = merged.removeValue(forKey: key) { Self.append(key, "\(value)", to: &line) }
@@ -53,7 +54,7 @@ public struct KeyValueLogHandler: LogHandler {
 
     static func append(_ key: String, _ value: String, to line: inout String) {
         line += " \(key)="
-        let needsQuotes = value.isEmpty || value.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0 == "\\" }
+
         var escaped = ""
         for scalar in value.unicodeScalars {
             switch scalar {
@@ -70,6 +71,7 @@ public struct KeyValueLogHandler: LogHandler {
                 }
             }
         }
+        let needsQuotes = value.isEmpty || escaped != value || value.contains { $0 == " " || $0 == "=" }
         line += needsQuotes ? "\"\(escaped)\"" : escaped
     }
 

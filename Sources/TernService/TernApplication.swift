@@ -79,22 +79,23 @@ struct TaskService: Service {
         self.body = body
     }
 
+    /// Being cancelled is how a graceful shutdown reaches the body: it is a clean end, not an
+    /// error that would make the service group fail and `tern serve` exit non-zero.
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            try await body()
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await body()
+            }
+        } catch is CancellationError {
         }
     }
 }
 
 extension Logger {
-    /// A logger for one part of Tern, its name in every line's `component=`.
+    /// The same logger, its lines marked `component=name` (smtpd, queue, delivery …).
     func component(_ name: String) -> Logger {
-        var logger = Logger(label: name) { label in
-            var handler = KeyValueLogHandler(label: label)
-            handler.logLevel = self.logLevel
-            return handler
-        }
-        logger.logLevel = self.logLevel
+        var logger = self
+        logger[metadataKey: "component"] = "\(name)"
         return logger
     }
 }

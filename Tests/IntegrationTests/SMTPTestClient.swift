@@ -25,7 +25,7 @@ final class SMTPTestClient {
                 }
             }
             guard bound == 0 else {
-                close(descriptor)
+                Glibc.close(descriptor)
                 throw TestServerError("bind \(source): \(errno)")
             }
         }
@@ -39,7 +39,7 @@ final class SMTPTestClient {
             }
         }
         guard connected == 0 else {
-            close(descriptor)
+            Glibc.close(descriptor)
             throw TestServerError("connect: \(errno)")
         }
     }

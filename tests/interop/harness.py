@@ -71,6 +71,7 @@ aliases = {{ sales = ["alice", "bob"], team = ["alice", "carol@elsewhere.test"] 
 ''')
         self.log_path = os.path.join(self.folder, "tern.log")
         self.process = None
+        self.keep = False
 
     def start(self):
         self.log = open(self.log_path, "ab")
@@ -146,9 +147,16 @@ aliases = {{ sales = ["alice", "bob"], team = ["alice", "carol@elsewhere.test"] 
         return self.start()
 
     def __exit__(self, *exc):
+        """Stops the server; the folder stays until `cleanup` (tools may still run offline)."""
         try:
-            self.stop()
+            code = self.stop()
+            assert code == 0, f"tern exited {code} after SIGTERM"
+        except BaseException:
+            if exc[0] is None:
+                print("---- tern log ----\n" + self.read_log()[-6000:])
+                raise
         finally:
             if exc[0] is not None:
                 print("---- tern log ----\n" + self.read_log()[-6000:])
-            self.cleanup()
+            if not self.keep:
+                self.cleanup()
