@@ -34,13 +34,25 @@ extension QueueStore {
     /// The committer: takes everything that is waiting, writes it with one `pwrite` and one
     /// `fdatasync`, then releases all the waiters. While it syncs, the next batch gathers, so the
     /// more sessions commit at once the more records share each sync.
+    /// The longest the committer waits for more records before a sync (see `runCommitter`).
+    static let gatherWindow: TimeInterval = 0.001
+
     private func runCommitter() {
         var batch: [PendingRecord] = []
         var lastCompactionCheck = Date()
+        var previousBatchSize = 0
         while true {
             condition.lock()
             while pending.isEmpty && compactionWaiters.isEmpty && !stopping {
                 if !condition.wait(until: Date(timeIntervalSinceNow: 5)) { break }
+            }
+            // Gathering window: when the last batch was large, many sessions are committing, and
+            // those just woken by the last sync are about to append again. Waiting a moment for
+            // half as many records turns many tiny syncs into one (PostgreSQL's commit_delay,
+            // made adaptive). A lone session (last batch of one) never waits.
+            if previousBatchSize >= 4 && !stopping {
+                let deadline = Date(timeIntervalSinceNow: Self.gatherWindow)
+                while pending.count < previousBatchSize / 2 && !stopping && condition.wait(until: deadline) {}
             }
             swap(&batch, &pending)
             let waiters = compactionWaiters
@@ -50,6 +62,7 @@ extension QueueStore {
             if stop { break }
 
             if !batch.isEmpty {
+                previousBatchSize = batch.count
                 if let error = commitBatch(batch) {
                     for record in batch { record.continuation?.resume(throwing: error) }
                 } else {
