@@ -97,6 +97,14 @@ struct SMTPConnection {
 
         /// Carries out one action and every action that follows from it.
         mutating func perform(_ first: SMTPServerSession.Action) async throws {
+            defer {
+                // A transaction that ended without a message (RSET, EHLO, a refusal) takes its
+                // queue ID with it: later lines must not claim it.
+                if session.transaction == nil && queueID != nil {
+                    queueID = nil
+                    logger[metadataKey: "queue_id"] = nil
+                }
+            }
             var next: SMTPServerSession.Action? = first
             while let action = next {
                 next = nil

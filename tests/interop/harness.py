@@ -51,8 +51,7 @@ data_dir = "{self.data_dir}"
 smtp = ["127.0.0.1:{self.port}"]
 
 [limits]
-max_connections_per_ip = 500
-{limits}
+{limits if "max_connections_per_ip" in limits else "max_connections_per_ip = 500" + chr(10) + limits}
 
 [relay]
 trusted_networks = ["127.0.0.1/32"]

@@ -30,6 +30,18 @@ from harness import Tern, free_port, wait_for_port  # noqa: E402
 MESSAGE = b"From: sender@client.example\r\nTo: alice@example.test\r\nSubject: %s\r\n\r\nHello.\r\n"
 
 
+def hosts_name(address):
+    """The name /etc/hosts gives `address` (Tern, like the system resolver, asks it first)."""
+    try:
+        for line in open("/etc/hosts"):
+            fields = line.split("#")[0].split()
+            if len(fields) >= 2 and fields[0] == address:
+                return fields[1].lower()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def swaks(*args, timeout=60):
     return subprocess.run(["swaks", "--hide-all", *args], capture_output=True, timeout=timeout)
 
@@ -45,7 +57,8 @@ def test_swaks_plain_and_pipelined():
         messages = tern.wait_for_maildir("alice", 2)
         first = messages[0].decode()
         assert first.startswith("Return-Path: <s@client.example>\r\nDelivered-To: alice@example.test\r\n"), first[:200]
-        assert re.search(r"Received: from \S+ \(unknown \[127\.0\.0\.1\]\)\r\n\tby mx\.example\.test \(Tern\) "
+        name = re.escape(hosts_name("127.0.0.1"))
+        assert re.search(r"Received: from \S+ \(" + name + r" \[127\.0\.0\.1\]\)\r\n\tby mx\.example\.test \(Tern\) "
                          r"with ESMTP id [0-9A-Z]+\r\n\tfor <alice@example\.test>;", first), first[:400]
         assert "Subject: swaks" in first
 
@@ -230,14 +243,16 @@ def test_silent_dns_server_does_not_stall_sessions():
     silent.bind(("127.0.0.1", 0))
     try:
         with Tern(dns_port=silent.getsockname()[1]) as tern:
+            # 127.0.0.11 is in no hosts file, so its name must come from the silent server.
             start = time.monotonic()
-            with smtplib.SMTP("127.0.0.1", tern.port, timeout=20) as client:
+            with smtplib.SMTP(timeout=20, source_address=("127.0.0.11", 0)) as client:
+                client.connect("127.0.0.1", tern.port)
                 greeting_time = time.monotonic() - start
                 client.sendmail("a@client.example", ["alice@example.test"], MESSAGE % b"silent dns")
             elapsed = time.monotonic() - start
             assert greeting_time < 1.0, f"greeting took {greeting_time:.1f}s"
             assert elapsed < 5.0, f"a session took {elapsed:.1f}s with a silent DNS server"
-            assert b"(unknown [127.0.0.1])" in tern.wait_for_maildir("alice", 1)[0]
+            assert b"(unknown [127.0.0.11])" in tern.wait_for_maildir("alice", 1)[0]
     finally:
         silent.close()
 
@@ -374,6 +389,51 @@ def test_graceful_shutdown_answers_421():
         client.close()
     finally:
         tern.cleanup()
+
+
+def test_timeouts_and_connection_limits():
+    with Tern(limits='command_timeout = "1s"\nmax_connections_per_ip = 2') as tern:
+        # Silent after the greeting: 421 4.4.2 once command_timeout has passed.
+        idle = socket.create_connection(("127.0.0.1", tern.port), timeout=10)
+        reader = idle.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        start = time.monotonic()
+        line = reader.readline()
+        assert line.startswith(b"421 4.4.2"), line
+        assert 0.8 < time.monotonic() - start < 3, time.monotonic() - start
+        assert reader.readline() == b"", "connection not closed after the timeout"
+        idle.close()
+
+        # A client trickling a command byte by byte gets no more time than a silent one.
+        slow = socket.create_connection(("127.0.0.1", tern.port), timeout=10)
+        reader = slow.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        start = time.monotonic()
+        try:
+            for byte in b"NOOP NOOP NOOP NOOP":
+                slow.sendall(bytes([byte]))
+                time.sleep(0.2)
+        except OSError:
+            pass
+        line = reader.readline()
+        assert line.startswith(b"421 4.4.2") and time.monotonic() - start < 3, (line, time.monotonic() - start)
+        slow.close()
+
+        # max_connections_per_ip = 2: the third gets 421 4.7.0 at once.
+        first = socket.create_connection(("127.0.0.1", tern.port), timeout=10)
+        second = socket.create_connection(("127.0.0.1", tern.port), timeout=10)
+        for held in (first, second):
+            assert held.makefile("rb").readline().startswith(b"220")
+        third = socket.create_connection(("127.0.0.1", tern.port), timeout=10)
+        line = third.makefile("rb").readline()
+        assert line.startswith(b"421 4.7.0"), line
+        # Another client address is not limited by them.
+        other = socket.socket()
+        other.bind(("127.0.0.9", 0))
+        other.connect(("127.0.0.1", tern.port))
+        assert other.makefile("rb").readline().startswith(b"220")
+        for s in (first, second, third, other):
+            s.close()
 
 
 # ---- runner -------------------------------------------------------------------------------

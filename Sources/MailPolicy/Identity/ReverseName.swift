@@ -10,11 +10,14 @@ public enum ReverseName {
     static let maximumNames = 3
 
     /// Never takes longer than `limit`, whatever the DNS servers do: a dead resolver must not
-    /// stall sessions.
-    public static func confirmed(for address: String, resolver: any Resolver, limit: Duration = .seconds(3)) async
-        -> String?
-    {
-        await firstOf(limit: limit) {
+    /// stall sessions. The hosts file answers first, as it does for the system resolver, so
+    /// loopback and local hosts never wait for DNS.
+    public static func confirmed(
+        for address: String, resolver: any Resolver, hosts: HostsFile = .system, limit: Duration = .seconds(3)
+    ) async -> String? {
+        if let name = hosts.names(for: address).first { return name }
+        if let client = IPAddress(address)?.unmappedIPv4, let name = hosts.names(for: "\(client)").first { return name }
+        return await firstOf(limit: limit) {
             await lookup(address, resolver: resolver)
         }
     }
