@@ -104,7 +104,7 @@ let package = Package(
             dependencies: ["SMTPProtocol", "MailMessage"],
             swiftSettings: strict
         ),
-        .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"]),
+        .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"], exclude: ["FuzzCorpus"]),
         .testTarget(name: "MailMessageTests", dependencies: ["MailMessage"]),
         .testTarget(name: "DNSClientTests", dependencies: ["DNSClient"]),
         .testTarget(

@@ -28,17 +28,20 @@ public struct IPv4Address: Sendable, Hashable, CustomStringConvertible {
 
     /// The four octets in network order.
     public var bytes: [UInt8] {
-        [UInt8(rawValue >> 24), UInt8(truncatingIfNeeded: rawValue >> 16),
-         UInt8(truncatingIfNeeded: rawValue >> 8), UInt8(truncatingIfNeeded: rawValue)]
+        [
+            UInt8(rawValue >> 24), UInt8(truncatingIfNeeded: rawValue >> 16),
+            UInt8(truncatingIfNeeded: rawValue >> 8), UInt8(truncatingIfNeeded: rawValue),
+        ]
     }
 
     public var description: String { bytes.map(String.init).joined(separator: ".") }
 
     /// `d.c.b.a.in-addr.arpa` (RFC 1035 §3.5).
     public var reverseName: DNSName {
-        DNSName(validatedLabels: bytes.reversed().map { Array(String($0).utf8) } + [
-            Array("in-addr".utf8), Array("arpa".utf8),
-        ])
+        DNSName(
+            validatedLabels: bytes.reversed().map { Array(String($0).utf8) } + [
+                Array("in-addr".utf8), Array("arpa".utf8),
+            ])
     }
 }
 

@@ -14,10 +14,11 @@ extension QueueStore {
         try await append(bytes, record)
     }
 
-    func append(_ bytes: ByteBuffer, _ record: LogRecord) async throws {
+    func append(_ bytes: ByteBuffer, _ record: LogRecord, fromPreparedCommit: Bool = false) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             condition.lock()
             defer { condition.unlock() }
+            if fromPreparedCommit { preparingCommits -= 1 }
             guard !isClosed else { return continuation.resume(throwing: QueueError.closed) }
             pending.append(PendingRecord(bytes: bytes, record: record, continuation: continuation))
             condition.signal()
@@ -34,25 +35,20 @@ extension QueueStore {
     /// The committer: takes everything that is waiting, writes it with one `pwrite` and one
     /// `fdatasync`, then releases all the waiters. While it syncs, the next batch gathers, so the
     /// more sessions commit at once the more records share each sync.
-    /// The longest the committer waits for more records before a sync (see `runCommitter`).
-    static let gatherWindow: TimeInterval = 0.001
-
     private func runCommitter() {
         var batch: [PendingRecord] = []
         var lastCompactionCheck = Date()
-        var previousBatchSize = 0
         while true {
             condition.lock()
             while pending.isEmpty && compactionWaiters.isEmpty && !stopping {
                 if !condition.wait(until: Date(timeIntervalSinceNow: 5)) { break }
             }
-            // Gathering window: when the last batch was large, many sessions are committing, and
-            // those just woken by the last sync are about to append again. Waiting a moment for
-            // half as many records turns many tiny syncs into one (PostgreSQL's commit_delay,
-            // made adaptive). A lone session (last batch of one) never waits.
-            if previousBatchSize >= 4 && !stopping {
-                let deadline = Date(timeIntervalSinceNow: Self.gatherWindow)
-                while pending.count < previousBatchSize / 2 && !stopping && condition.wait(until: deadline) {}
+            // Group commit: other sessions have begun committing and are about to append.
+            // Waiting a moment for them turns many small syncs into one; with nobody else
+            // committing (a lone session) the sync starts at once.
+            if preparingCommits > 0 && !pending.isEmpty && !stopping {
+                let deadline = Date(timeIntervalSinceNow: options.groupCommitWindow)
+                while preparingCommits > 0 && !stopping && condition.wait(until: deadline) {}
             }
             swap(&batch, &pending)
             let waiters = compactionWaiters
@@ -62,7 +58,6 @@ extension QueueStore {
             if stop { break }
 
             if !batch.isEmpty {
-                previousBatchSize = batch.count
                 if let error = commitBatch(batch) {
                     for record in batch { record.continuation?.resume(throwing: error) }
                 } else {
@@ -104,6 +99,7 @@ extension QueueStore {
             let path = segmentPath(activeNumber)
             try SystemCalls.write(activeFD, batchBuffer, at: activeEnd, path: path)
             try SystemCalls.dataSync(activeFD, path: path)
+            if options.simulatedSyncLatency > 0 { Thread.sleep(forTimeInterval: options.simulatedSyncLatency) }
         } catch {
             let failure = error as? QueueError ?? .storage(errno: EIO, "\(error)")
             // Whatever part of the batch reached the file must not come back at recovery, and the

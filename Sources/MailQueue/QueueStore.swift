@@ -30,16 +30,23 @@ public final class QueueStore: @unchecked Sendable {
         public var reserve: Int
         /// The oldest segment is compacted (its live messages re-appended) once this old.
         public var compactionAge: TimeInterval
+        /// Group commit: before a sync, the committer waits up to this long for commits that
+        /// have begun but not yet handed over their record (PostgreSQL's commit_delay, applied
+        /// only when there are such commits, so a lone session never waits).
+        public var groupCommitWindow: TimeInterval
+        /// Tests only: added to every sync of the log, to stand for a slow disk.
+        var simulatedSyncLatency: TimeInterval = 0
 
         public init(
             segmentSize: Int = 64 << 20, inlineLimit: Int = 1 << 20, spoolMemoryLimit: Int = 64 << 10,
-            reserve: Int = 16 << 20, compactionAge: TimeInterval = 3600
+            reserve: Int = 16 << 20, compactionAge: TimeInterval = 3600, groupCommitWindow: TimeInterval = 0.001
         ) {
             self.segmentSize = segmentSize
             self.inlineLimit = inlineLimit
             self.spoolMemoryLimit = spoolMemoryLimit
             self.reserve = reserve
             self.compactionAge = compactionAge
+            self.groupCommitWindow = groupCommitWindow
         }
     }
 
@@ -61,6 +68,8 @@ public final class QueueStore: @unchecked Sendable {
     /// Per segment: when it was started (its modification time after a restart).
     var segmentCreated: [UInt64: Date] = [:]
     var pending: [PendingRecord] = []
+    /// Commits that have begun but not yet appended their record (see `groupCommitWindow`).
+    var preparingCommits = 0
     var compactionWaiters: [CheckedContinuation<Void, any Error>] = []
     var stopping = false
     var isClosed = false
@@ -155,6 +164,16 @@ public final class QueueStore: @unchecked Sendable {
     /// Puts the spooled message with its envelope into the queue. On return it is on stable
     /// storage; on a throw it is not queued (the spool may then only be discarded).
     public func commit(_ spool: MessageSpool, envelope: QueueEnvelope) async throws -> QueuedMessage {
+        condition.withLock { preparingCommits += 1 }
+        var handedOver = false
+        defer {
+            if !handedOver {
+                condition.withLock {
+                    preparingCommits -= 1
+                    condition.signal()
+                }
+            }
+        }
         let id = spool.id
         var envelope = envelope
         for index in envelope.recipients.indices {
@@ -175,7 +194,8 @@ public final class QueueStore: @unchecked Sendable {
             record.encode(into: &bytes, inlineData: data)
         }
         do {
-            try await append(bytes, record)
+            handedOver = true
+            try await append(bytes, record, fromPreparedCommit: true)
         } catch {
             if inFile { unlink(dataPath(id)) }
             throw error

@@ -1,13 +1,14 @@
+import NIOCore
+import SMTPProtocol
+
 // libFuzzer target for the SMTP codec (see shared/FUZZING.md for how to build and run it).
 //
 // The first input byte picks a split size, so that chunk boundaries fall everywhere; the rest
 // is fed to the line framer (each line parsed as a command) and to the DATA decoder, and the
 // codec's invariants are checked.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
-import NIOCore
-import SMTPProtocol
 
 @_silgen_name("LLVMFuzzerRunDriver")
 func LLVMFuzzerRunDriver(
@@ -112,32 +113,32 @@ extension ByteBufferView {
 }
 
 #if FUZZING
-// libFuzzer's driver is the program's entry point (the fuzz build passes -DFUZZING).
-@_cdecl("SMTPFuzzer_main")
-public func fuzzerMain(
-    _ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
-) -> Int32 {
-    var argc = argc
-    var argv = argv
-    return LLVMFuzzerRunDriver(&argc, &argv, fuzzOneInput)
-}
+    // libFuzzer's driver is the program's entry point (the fuzz build passes -DFUZZING).
+    @_cdecl("SMTPFuzzer_main")
+    public func fuzzerMain(
+        _ argc: Int32, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+    ) -> Int32 {
+        var argc = argc
+        var argv = argv
+        return LLVMFuzzerRunDriver(&argc, &argv, fuzzOneInput)
+    }
 #else
-/// Without libFuzzer: replays the files named on the command line (a corpus or a crash input).
-@main
-struct SMTPFuzzerReplay {
-    static func main() {
-        for path in CommandLine.arguments.dropFirst() {
-            guard let file = fopen(path, "rb") else { continue }
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let count = fread(&chunk, 1, chunk.count, file)
-                if count <= 0 { break }
-                bytes += chunk[..<count]
+    /// Without libFuzzer: replays the files named on the command line (a corpus or a crash input).
+    @main
+    struct SMTPFuzzerReplay {
+        static func main() {
+            for path in CommandLine.arguments.dropFirst() {
+                guard let file = fopen(path, "rb") else { continue }
+                var bytes: [UInt8] = []
+                var chunk = [UInt8](repeating: 0, count: 4096)
+                while true {
+                    let count = fread(&chunk, 1, chunk.count, file)
+                    if count <= 0 { break }
+                    bytes += chunk[..<count]
+                }
+                fclose(file)
+                _ = bytes.withUnsafeBufferPointer { fuzzOneInput($0.baseAddress, $0.count) }
             }
-            fclose(file)
-            _ = bytes.withUnsafeBufferPointer { fuzzOneInput($0.baseAddress, $0.count) }
         }
     }
-}
 #endif

@@ -20,7 +20,8 @@ struct ESMTPParameter {
             var value: ArraySlice<UInt8>? = nil
             if let equals {
                 let text = token[(equals + 1)...]
-                guard !text.isEmpty, text.allSatisfy({ (33...126).contains($0) && $0 != UInt8(ascii: "=") || $0 >= 0x80 })
+                guard !text.isEmpty,
+                    text.allSatisfy({ (33...126).contains($0) && $0 != UInt8(ascii: "=") || $0 >= 0x80 })
                 else { throw .syntax(hint) }
                 value = text
             }

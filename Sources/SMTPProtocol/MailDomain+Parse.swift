@@ -37,7 +37,8 @@ extension MailDomain {
             if atEnd || bytes[index] == UInt8(ascii: ".") {
                 let label = bytes[labelStart..<index]
                 if label.isEmpty {
-                    throw .badAddress(atEnd && index != bytes.startIndex ? "trailing dot in domain" : "empty label in domain")
+                    throw .badAddress(
+                        atEnd && index != bytes.startIndex ? "trailing dot in domain" : "empty label in domain")
                 }
                 // RFC 1035 §2.3.4: a label is at most 63 octets.
                 guard label.count <= 63 else { throw .badAddress("domain label too long") }
@@ -77,7 +78,8 @@ extension MailDomain {
             !content.isEmpty,
             content.allSatisfy({ (33...90).contains($0) || (94...126).contains($0) })
         else { throw .badAddress("invalid address literal") }
-        return .generalLiteral(tag: String(decoding: tag, as: UTF8.self), content: String(decoding: content, as: UTF8.self))
+        return .generalLiteral(
+            tag: String(decoding: tag, as: UTF8.self), content: String(decoding: content, as: UTF8.self))
     }
 
     //  Snum = 1*3DIGIT   ; representing a decimal integer value in the range 0 through 255

@@ -25,7 +25,9 @@ enum Path {
     /// the path ends at the first `>` outside a Quoted-string; without, at the first space
     /// outside one (the telnet form `MAIL FROM: joe@x.test` that Postfix accepts). Returns the
     /// path's content without brackets.
-    static func split(_ bytes: ArraySlice<UInt8>) throws(SMTPCommandError) -> (path: ArraySlice<UInt8>, rest: ArraySlice<UInt8>) {
+    static func split(_ bytes: ArraySlice<UInt8>) throws(SMTPCommandError) -> (
+        path: ArraySlice<UInt8>, rest: ArraySlice<UInt8>
+    ) {
         let bracketed = bytes.first == UInt8(ascii: "<")
         let start = bracketed ? bytes.startIndex + 1 : bytes.startIndex
         let terminator = bracketed ? UInt8(ascii: ">") : UInt8(ascii: " ")

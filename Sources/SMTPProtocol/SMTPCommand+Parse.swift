@@ -143,11 +143,16 @@ extension SMTPCommand {
         if words.count == 2 {
             let response = words[1]
             // base64 = base64-terminal / ( 1*(4base64-char) [base64-terminal] ), RFC 4954 §8.
-            guard response.allSatisfy({ $0.isLetDig || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "=") })
+            guard
+                response.allSatisfy({
+                    $0.isLetDig || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "=")
+                })
             else { throw .syntax(hint) }
             initialResponse = String(decoding: response, as: UTF8.self)
         }
-        return .auth(mechanism: String(decoding: mechanism.map(\.asciiUppercased), as: UTF8.self), initialResponse: initialResponse)
+        return .auth(
+            mechanism: String(decoding: mechanism.map(\.asciiUppercased), as: UTF8.self),
+            initialResponse: initialResponse)
     }
 
     static func requireNoArgument(_ argument: ArraySlice<UInt8>, hint: String) throws(SMTPCommandError) {

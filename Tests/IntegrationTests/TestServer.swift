@@ -27,6 +27,7 @@ final class TestServer: @unchecked Sendable {
         [limits]
         max_message_size = 20000
         max_recipients = 5
+        max_header_size = 10000
         command_timeout = "20s"
         data_timeout = "20s"
 
