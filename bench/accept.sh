@@ -72,7 +72,7 @@ for sessions in 1 16 64; do
   rate "$tern_port" "$sessions" 200 >/dev/null
   p=$(rate "$postfix_port" "$sessions" "$count")
   t=$(rate "$tern_port" "$sessions" "$count")
-  ratio=$(echo "scale=2; $t / $p" | bc)
+  ratio=$(printf "%.2f" "$(echo "scale=4; $t / $p" | bc)")
   echo "sessions=$sessions postfix=$p/s tern=$t/s ratio=$ratio"
   rows+="| $sessions | $count | $p | $t | ${ratio}× |"$'\n'
 done

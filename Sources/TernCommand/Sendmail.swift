@@ -55,9 +55,13 @@ struct Sendmail: AsyncParsableCommand {
         let loaded = try ConfigOption(config: config).load()
         let user = ProcessInfo.processInfo.environment["USER"] ?? NSUserName()
         if sender == "<>" { sender = "" }
+        let message = LocalSubmission.readMessage(from: .standardInput, stopAtDot: stopAtDot)
+        guard message.count <= loaded.limits.maxMessageSize else {
+            printError("tern sendmail: message larger than max_message_size (\(loaded.limits.maxMessageSize) octets)")
+            throw ExitCode(65)  // EX_DATAERR
+        }
         let submission = LocalSubmission(
-            sender: sender ?? "\(user)@\(loaded.hostname)", recipients: recipients,
-            message: LocalSubmission.readMessage(from: .standardInput, stopAtDot: stopAtDot),
+            sender: sender ?? "\(user)@\(loaded.hostname)", recipients: recipients, message: message,
             recipientsFromHeaders: fromHeaders, user: user)
         let response: ControlSocket.Response
         do {

@@ -65,7 +65,7 @@ public enum ControlSocket {
     /// Carries out one request against the live (or an offline-opened) queue.
     public static func handle(
         _ request: Request, queue: QueueStore, scheduler: DeliveryScheduler?, policy: RecipientPolicy,
-        hostname: String
+        hostname: String, maxMessageSize: Int
     ) async -> Response {
         do {
             switch request.op {
@@ -92,7 +92,8 @@ public enum ControlSocket {
                     return Response(ok: false, error: "submit without a message", exitCode: 64)
                 }
                 do {
-                    let queued = try await submission.submit(to: queue, policy: policy, hostname: hostname)
+                    let queued = try await submission.submit(
+                        to: queue, policy: policy, hostname: hostname, maxMessageSize: maxMessageSize)
                     scheduler?.submit(queued.id)
                     return Response(ok: true, id: "\(queued.id)")
                 } catch {
@@ -109,7 +110,7 @@ public enum ControlSocket {
     /// Serves the socket until cancelled.
     static func serve(
         path: String, queue: QueueStore, scheduler: DeliveryScheduler, policy: RecipientPolicy, hostname: String,
-        logger: Logger
+        maxMessageSize: Int, logger: Logger
     ) async throws {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true) { channel in
@@ -135,7 +136,8 @@ public enum ControlSocket {
                                 do {
                                     let decoded = try JSONDecoder().decode(Request.self, from: Data(request.readableBytesView))
                                     response = await handle(
-                                        decoded, queue: queue, scheduler: scheduler, policy: policy, hostname: hostname)
+                                        decoded, queue: queue, scheduler: scheduler, policy: policy, hostname: hostname,
+                                        maxMessageSize: maxMessageSize)
                                 } catch {
                                     response = Response(ok: false, error: "bad request: \(error)", exitCode: 64)
                                 }

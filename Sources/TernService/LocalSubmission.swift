@@ -124,8 +124,11 @@ public struct LocalSubmission: Sendable, Codable {
     /// program is trusted like a trusted network, but every recipient is still checked, so a
     /// typo in a local address fails here rather than bouncing later.
     func submit(
-        to queue: QueueStore, policy: RecipientPolicy, hostname: String, now: Int = Int(Date().timeIntervalSince1970)
+        to queue: QueueStore, policy: RecipientPolicy, hostname: String, maxMessageSize: Int,
+        now: Int = Int(Date().timeIntervalSince1970)
     ) async throws(SubmissionError) -> QueuedMessage {
+        // The same limit as over SMTP (SPEC §1.2 max_message_size), checked before any work.
+        guard message.count <= maxMessageSize else { throw .tooLarge(maxMessageSize) }
         let id = QueueID.generate()
         let (body, headerRecipients) = prepared(hostname: hostname, id: id, now: now)
         let senderPath: ReversePath
@@ -184,6 +187,7 @@ public enum SubmissionError: Error, Sendable, CustomStringConvertible, Equatable
     case badAddress(String, String)
     case refused(String, String)
     case noRecipients
+    case tooLarge(Int)
     case storage(String)
 
     public var description: String {
@@ -191,6 +195,7 @@ public enum SubmissionError: Error, Sendable, CustomStringConvertible, Equatable
         case .badAddress(let address, let reason): return "\(address): \(reason)"
         case .refused(let address, let reason): return "\(address): \(reason)"
         case .noRecipients: return "no recipients given"
+        case .tooLarge(let limit): return "message larger than max_message_size (\(limit) octets)"
         case .storage(let reason): return "cannot queue the message: \(reason)"
         }
     }
@@ -201,6 +206,7 @@ public enum SubmissionError: Error, Sendable, CustomStringConvertible, Equatable
         case .badAddress: return 65  // EX_DATAERR
         case .refused: return 67  // EX_NOUSER
         case .noRecipients: return 64  // EX_USAGE
+        case .tooLarge: return 65  // EX_DATAERR
         case .storage: return 75  // EX_TEMPFAIL
         }
     }

@@ -21,6 +21,6 @@ public enum QueueAccess {
         defer { queue.close() }
         return await ControlSocket.handle(
             request, queue: queue, scheduler: nil, policy: RecipientPolicy(directory: ConfiguredDirectory(configuration)),
-            hostname: configuration.hostname)
+            hostname: configuration.hostname, maxMessageSize: configuration.limits.maxMessageSize)
     }
 }

@@ -46,12 +46,13 @@ public enum TernApplication {
 
         let controlPath = ControlSocket.path(dataDirectory: dataDirectory)
         let hostname = configuration.hostname
+        let maxMessageSize = configuration.limits.maxMessageSize
         let services: [any Service] = [
             TaskService { await scheduler.run() },
             TaskService {
                 try await ControlSocket.serve(
                     path: controlPath, queue: queue, scheduler: scheduler, policy: policy, hostname: hostname,
-                    logger: logger.component("control"))
+                    maxMessageSize: maxMessageSize, logger: logger.component("control"))
             },
             TaskService { try await server.run(onBound: onBound) },
         ]

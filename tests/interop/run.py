@@ -116,6 +116,10 @@ def test_sendmail_local_submission():
         assert "before" in dotted and "after" not in dotted
         result = tern.tern("sendmail", "nobody@example.test", stdin=b"Subject: x\n\nx\n", check=False)
         assert result.returncode == 67, (result.returncode, result.stderr)
+        # max_message_size holds for local submission too (26214400 by default).
+        result = tern.tern("sendmail", "-i", "alice@example.test", stdin=b"Subject: big\n\n" + b"x" * 26214400,
+                           check=False)
+        assert result.returncode == 65 and b"max_message_size" in result.stderr, (result.returncode, result.stderr)
 
 
 def test_embedded_default():
