@@ -79,10 +79,14 @@ public final class SMTPServer: Sendable {
         var clock: @Sendable () -> Int
     }
 
+    /// Sent down every open connection's pipeline when the server shuts down.
+    struct ShutdownEvent: Sendable {}
+
     private let context: Context
     private let group: any EventLoopGroup
     private let logger: Logger
     private let connections = ConnectionCounter()
+    private let openChannels = NIOLockedValueBox([ObjectIdentifier: any Channel]())
 
     /// `reverseLookup` maps a client address to its confirmed host name (FCrDNS) or nil; it
     /// must bound its own time. `onQueued` is told about every message the queue accepted.
@@ -100,102 +104,111 @@ public final class SMTPServer: Sendable {
     }
 
     /// Binds every listener, reports the bound addresses (port 0 becomes a real port), and
-    /// serves until the task is cancelled.
-    public func run(onBound: @Sendable ([SMTPListener]) -> Void = { _ in }) async throws {
-        var bound: [(SMTPListener, NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>)] = []
-        for listener in context.settings.listeners {
-            let channel = try await bind(listener)
-            var actual = listener
-            actual.port = channel.channel.localAddress?.port ?? listener.port
-            logger.info("listening", metadata: ["event": "listen", "listener": "\(actual)"])
-            bound.append((actual, channel))
+    /// serves until the task is cancelled. Then it stops accepting, ends every open session
+    /// (`421 4.3.2`; a message being committed gets its answer first) and returns once they
+    /// are gone, or after `drainTime` at the most.
+    public func run(
+        drainTime: TimeAmount = .seconds(10), onBound: @Sendable ([SMTPListener]) -> Void = { _ in }
+    ) async throws {
+        var bound: [(SMTPListener, any Channel)] = []
+        do {
+            for listener in context.settings.listeners {
+                let channel = try await bind(listener)
+                var actual = listener
+                actual.port = channel.localAddress?.port ?? listener.port
+                logger.info("listening", metadata: ["event": "listen", "listener": "\(actual)"])
+                bound.append((actual, channel))
+            }
+        } catch {
+            for (_, channel) in bound { try? await channel.close() }
+            throw error
         }
         onBound(bound.map(\.0))
-        let channels = bound.map { $0.1.channel }
-        try await withTaskCancellationHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                for (listener, channel) in bound {
-                    group.addTask {
-                        try await self.accept(on: channel, listener: listener)
-                    }
-                }
-            }
+        // Serve until cancelled.
+        let stop = AsyncStream<Void>.makeStream()
+        await withTaskCancellationHandler {
+            for await _ in stop.stream {}
         } onCancel: {
-            for channel in channels { channel.close(promise: nil) }
+            stop.continuation.finish()
+        }
+        for (_, channel) in bound { try? await channel.close() }
+        let open = openChannels.withLockedValue { Array($0.values) }
+        for channel in open {
+            channel.pipeline.fireUserInboundEventTriggered(ShutdownEvent())
+        }
+        let deadline = NIODeadline.now() + drainTime
+        for channel in open where NIODeadline.now() < deadline {
+            let remaining = deadline - NIODeadline.now()
+            let timer = channel.eventLoop.scheduleTask(in: remaining) { channel.close(promise: nil) }
+            try? await channel.closeFuture.get()
+            timer.cancel()
         }
     }
 
-    private func bind(_ listener: SMTPListener) async throws
-        -> NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
-    {
+    private func bind(_ listener: SMTPListener) async throws -> any Channel {
         let settings = context.settings
+        let context = self.context
+        let connections = self.connections
+        let openChannels = self.openChannels
+        let logger = self.logger
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .bind(host: listener.host, port: listener.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        SMTPTimeoutHandler(
-                            hostname: settings.hostname, commandTimeout: settings.commandTimeout,
-                            dataTimeout: settings.dataTimeout, minimumDataRate: settings.minimumDataRate))
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                }
-            }
-    }
-
-    private func accept(
-        on server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>, listener: SMTPListener
-    ) async throws {
-        try await server.executeThenClose { inbound in
-            try await withThrowingDiscardingTaskGroup { group in
-                for try await connection in inbound {
-                    group.addTask {
-                        await self.serve(connection, listener: listener)
+            .childChannelInitializer { channel in
+                let ip = channel.remoteAddress?.ipAddress
+                var logger = logger
+                logger[metadataKey: "client"] = "\(ip ?? "unknown")"
+                guard connections.admit(ip, total: settings.maxConnections, perIP: settings.maxConnectionsPerIP) else {
+                    // RFC 5321 §3.8: 421 and close when the server cannot take the session.
+                    logger.warning("too many connections", metadata: ["event": "reject", "reply": "421 4.7.0"])
+                    let reply = SMTPReply(421, EnhancedStatusCode(4, 7, 0), "\(settings.hostname) Error: too many connections")
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler(reply: reply))
                     }
                 }
+                let key = ObjectIdentifier(channel)
+                openChannels.withLockedValue { $0[key] = channel }
+                channel.closeFuture.whenComplete { _ in
+                    connections.release(ip)
+                    _ = openChannels.withLockedValue { $0.removeValue(forKey: key) }
+                }
+                let address = ip.flatMap { IPAddress($0) }
+                let trusted = address.map { address in settings.trustedNetworks.contains { $0.contains(address) } } ?? false
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        SMTPTimeoutHandler(
+                            hostname: settings.hostname, commandTimeout: settings.commandTimeout,
+                            dataTimeout: settings.dataTimeout, minimumDataRate: settings.minimumDataRate),
+                        SMTPSessionHandler(
+                            server: context, listener: listener, client: ClientFacts(address: address, isTrusted: trusted),
+                            clientAddress: ip, logger: logger))
+                }
             }
+            .bind(host: listener.host, port: listener.port).get()
+    }
+}
+
+/// Answers a connection the server cannot take with one reply and closes it.
+final class RefuseConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private let reply: SMTPReply
+
+    init(reply: SMTPReply) {
+        self.reply = reply
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: 80)
+        reply.write(to: &buffer)
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in
+            loopBound.value.close(promise: nil)
         }
     }
 
-    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, listener: SMTPListener) async {
-        let remote = connection.channel.remoteAddress
-        let ip = remote?.ipAddress
-        var logger = self.logger
-        logger[metadataKey: "client"] = "\(ip ?? "unknown")"
-        guard connections.admit(ip, total: context.settings.maxConnections, perIP: context.settings.maxConnectionsPerIP)
-        else {
-            // RFC 5321 §3.8: 421 and close when the server cannot take the session.
-            logger.warning("too many connections", metadata: ["event": "reject", "reply": "421 4.7.0"])
-            var buffer = ByteBuffer()
-            SMTPReply(421, EnhancedStatusCode(4, 7, 0), "\(context.settings.hostname) Error: too many connections")
-                .write(to: &buffer)
-            try? await connection.channel.writeAndFlush(buffer)
-            try? await connection.channel.close()
-            return
-        }
-        defer { connections.release(ip) }
-        let address = ip.flatMap { IPAddress($0) }
-        let trusted = address.map { address in context.settings.trustedNetworks.contains { $0.contains(address) } } ?? false
-        logger.info("connect", metadata: ["event": "connect", "listener": "\(listener.kind)"])
-        let lookup = context.reverseLookup
-        let reverseName = Task<String?, Never> { () async -> String? in
-            guard let ip else { return nil }
-            return await lookup(ip)
-        }
-        defer { reverseName.cancel() }
-        let driver = SMTPConnection(
-            context: context, listener: listener, channel: connection.channel,
-            client: ClientFacts(address: address, isTrusted: trusted), clientAddress: ip,
-            reverseName: reverseName, logger: logger)
-        do {
-            try await connection.executeThenClose { inbound, outbound in
-                await driver.run(inbound: inbound, outbound: outbound)
-            }
-        } catch {
-            logger.debug("connection closed with error", metadata: ["error": "\(error)"])
-        }
-    }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
 /// Counts open connections, in total and per client address (SPEC §1.2 `max_connections`,

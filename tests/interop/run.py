@@ -112,7 +112,8 @@ def test_sendmail_local_submission():
             assert "with local id" in text
         # Without -i a lone dot ends the message; an unknown local user fails with EX_NOUSER.
         tern.tern("sendmail", "alice@example.test", stdin=b"Subject: dot\n\nbefore\n.\nafter\n")
-        dotted = tern.wait_for_maildir("alice", 2)[1].decode()
+        # Maildir names do not sort by time: find the message by its subject.
+        dotted = next(m.decode() for m in tern.wait_for_maildir("alice", 2) if b"Subject: dot" in m)
         assert "before" in dotted and "after" not in dotted
         result = tern.tern("sendmail", "nobody@example.test", stdin=b"Subject: x\n\nx\n", check=False)
         assert result.returncode == 67, (result.returncode, result.stderr)

@@ -1,0 +1,420 @@
+import Logging
+import MailMessage
+import MailPolicy
+import MailQueue
+import NIOCore
+import SMTPProtocol
+
+/// Drives one SMTP session on its channel's event loop: frames the input, runs
+/// `SMTPServerSession`, carries out its actions and writes the replies. Everything but the
+/// queue commit (and a reverse lookup still under way when content begins) happens right here,
+/// without leaving the event loop; while one of those is out, reading pauses and buffered input
+/// waits. Replies to pipelined commands are collected and written together when a read has
+/// been consumed (RFC 2920 §3.2).
+final class SMTPSessionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Where the input goes next.
+    private enum Mode {
+        case command
+        /// DATA content up to `<CRLF>.<CRLF>`, never a bare-LF or bare-CR look-alike.
+        case data(SMTPDataDecoder, setupFailure: SMTPReply?)
+        /// BDAT content: exactly `remaining` more octets (RFC 3030 §2).
+        case chunk(size: Int, remaining: Int, last: Bool, setupFailure: SMTPReply?)
+        /// Octets of a BDAT that cannot be accepted: read and dropped, then `reply`.
+        case discard(remaining: Int, reply: SMTPReply)
+        /// Waiting for the queue or for the reverse lookup; input stays buffered.
+        case waiting
+        case closed
+    }
+
+    private let server: SMTPServer.Context
+    private let client: ClientFacts
+    private let clientAddress: String?
+    private var logger: Logger
+    private var session: SMTPServerSession
+    private var framer: SMTPLineFramer
+    private var mode = Mode.command
+    private var pendingReplies = ByteBuffer()
+    private var queueID: QueueID?
+    private var incoming: IncomingMessage?
+    /// The client's confirmed name: `.some(nil)` once the lookup found none.
+    private var reverseName: String??
+    /// Content that arrived before the reverse lookup ended waits here for it.
+    private var waitingForName: Mode?
+    private var shutdownRequested = false
+    private var context: ChannelHandlerContext?
+
+    init(server: SMTPServer.Context, listener: SMTPListener, client: ClientFacts, clientAddress: String?, logger: Logger) {
+        self.server = server
+        self.client = client
+        self.clientAddress = clientAddress
+        self.logger = logger
+        let settings = server.settings
+        self.session = SMTPServerSession(
+            configuration: .init(
+                hostname: settings.hostname, limits: settings.limits, tlsAvailable: false, authAvailable: false,
+                authRequired: false, implicitTLS: listener.kind == .submissions))
+        self.framer = SMTPLineFramer(maxLineLength: settings.limits.commandLineLength)
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        logger.info("connect", metadata: ["event": "connect"])
+        startReverseLookup(context: context)
+        send(session.greeting())
+        flush()
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        incoming?.spool.discard()
+        incoming = nil
+        mode = .closed
+        logger.info("disconnect", metadata: ["event": "disconnect", "messages": "\(session.messageCount)"])
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .closed = mode else {
+            framer.append(unwrapInboundIn(data))
+            process()
+            return
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flush()
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is SMTPServer.ShutdownEvent {
+            shutdownRequested = true
+            // A message being committed gets its answer first (commitFinished ends the
+            // session then); every other session ends now.
+            if case .waiting = mode, waitingForName == nil { return }
+            shutDown()
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: Input
+
+    /// Consumes buffered input until it runs out or the session has to wait.
+    private func process() {
+        while true {
+            switch mode {
+            case .closed, .waiting:
+                return
+            case .command:
+                guard let frame = framer.nextLine() else { return }
+                switch frame {
+                case .lineTooLong:
+                    perform(session.receiveOverlongLine())
+                case .line(let line):
+                    perform(session.receive(Result { () throws(SMTPCommandError) in try SMTPCommand.parse(line) }))
+                }
+            case .data(var decoder, let setupFailure):
+                guard let chunk = framer.readData(&decoder) else {
+                    mode = .data(decoder, setupFailure: setupFailure)
+                    return
+                }
+                incoming?.append(chunk.content)
+                guard chunk.isEnd else {
+                    mode = .data(decoder, setupFailure: setupFailure)
+                    continue
+                }
+                mode = .command
+                setTimeoutPhase(.command)
+                let refusal = setupFailure ?? incoming?.verdict(violations: decoder.violations)
+                if refusal != nil { discardIncoming() }
+                perform(session.dataReceived(refusal: refusal))
+            case .chunk(let size, let remaining, let last, let setupFailure):
+                if remaining > 0 {
+                    guard let bytes = framer.readRawBytes(max: remaining) else { return }
+                    incoming?.appendChunk(bytes)
+                    mode = .chunk(size: size, remaining: remaining - bytes.readableBytes, last: last, setupFailure: setupFailure)
+                    continue
+                }
+                mode = .command
+                setTimeoutPhase(.command)
+                let refusal = setupFailure ?? incoming?.chunkVerdict(last: last)
+                if refusal != nil { discardIncoming() }
+                perform(session.chunkReceived(size: size, last: last, refusal: refusal))
+            case .discard(let remaining, let reply):
+                if remaining > 0 {
+                    guard let bytes = framer.readRawBytes(max: remaining) else { return }
+                    mode = .discard(remaining: remaining - bytes.readableBytes, reply: reply)
+                    continue
+                }
+                mode = .command
+                setTimeoutPhase(.command)
+                send(reply)
+            }
+        }
+    }
+
+    /// Carries out one action of the session and every action that follows from it.
+    private func perform(_ first: SMTPServerSession.Action) {
+        defer {
+            // A transaction that ended without a message (RSET, EHLO, a refusal) takes its
+            // queue ID with it: later lines must not claim it.
+            if session.transaction == nil, queueID != nil, incoming == nil {
+                queueID = nil
+                logger[metadataKey: "queue_id"] = nil
+            }
+        }
+        var next: SMTPServerSession.Action? = first
+        while let action = next {
+            next = nil
+            switch action {
+            case .send(let reply):
+                send(reply)
+            case .sendAndClose(let reply):
+                send(reply)
+                close()
+            case .verifySender(let sender, let parameters):
+                next = session.senderVerdict(verifySender(sender, parameters))
+            case .verifyRecipient(let recipient, let parameters):
+                let verdict = server.policy.verify(recipient, client: client)
+                if case .failure(let refusal) = verdict {
+                    logger.info(
+                        "recipient refused",
+                        metadata: ["event": "reject", "to": "<\(recipient)>", "reply": "\(refusal.reply)"])
+                }
+                next = session.recipientVerdict(recipient, parameters, verdict)
+            case .beginData(let reply):
+                send(reply)
+                flush()
+                beginContent(.data(SMTPDataDecoder(maxLineLength: server.settings.limits.textLineLength), setupFailure: nil))
+            case .receiveChunk(let size, let last):
+                beginContent(.chunk(size: size, remaining: size, last: last, setupFailure: nil))
+            case .discardChunk(let size, let reply):
+                setTimeoutPhase(.data)
+                mode = .discard(remaining: size, reply: reply)
+            case .startTLS(let reply):
+                // TLS arrives with its own issue; the session never offers it until then.
+                send(reply)
+            case .commit(let transaction):
+                commit(transaction)
+            }
+        }
+    }
+
+    private func verifySender(_ sender: ReversePath, _ parameters: MailParameters) -> SMTPReply? {
+        // SPEC §2.2: refuse before the client sends data we could not store.
+        guard server.queue.hasSpace(forMessageOfSize: parameters.size ?? 0) else {
+            logger.warning("queue storage low", metadata: ["event": "reject", "reply": "452 4.3.1"])
+            return SMTPReply(452, EnhancedStatusCode(4, 3, 1), "Insufficient system storage")
+        }
+        let id = QueueID.generate()
+        queueID = id
+        logger[metadataKey: "queue_id"] = "\(id)"
+        logger.info(
+            "sender",
+            metadata: ["event": "mail", "from": "<\(sender)>", "size": parameters.size.map { "\($0)" } ?? "-"])
+        return nil
+    }
+
+    // MARK: Content
+
+    /// Content begins: its spool needs our `Received:` first, and that needs the client's
+    /// name. The lookup began at connect and is bounded; if it is still out, wait for it.
+    private func beginContent(_ next: Mode) {
+        setTimeoutPhase(.data)
+        guard reverseName != nil || clientAddress == nil else {
+            waitingForName = next
+            wait()
+            return
+        }
+        mode = openSpool(next)
+    }
+
+    private func openSpool(_ next: Mode) -> Mode {
+        guard incoming == nil, let transaction = session.transaction else { return next }
+        do {
+            let id = queueID ?? QueueID.generate()
+            queueID = id
+            let spool = try server.queue.makeSpool(id: id)
+            let single = transaction.recipients.count == 1 ? transaction.recipients[0].path.description : nil
+            let received = TraceHeaders.received(
+                heloName: session.heloName, reverseName: reverseName ?? nil, clientAddress: clientAddress,
+                hostname: server.settings.hostname, protocol: receivedProtocol(transaction), queueID: "\(id)",
+                recipient: single, secondsSince1970: server.clock())
+            let message = IncomingMessage(spool: spool, limits: server.settings.limits)
+            try message.writeTrace(received)
+            incoming = message
+            return next
+        } catch {
+            logger.error("spool failed", metadata: ["error": "\(error)"])
+            let failure = SMTPReply(452, EnhancedStatusCode(4, 3, 1), "Insufficient system storage")
+            switch next {
+            case .data(let decoder, _): return .data(decoder, setupFailure: failure)
+            case .chunk(let size, let remaining, let last, _):
+                return .chunk(size: size, remaining: remaining, last: last, setupFailure: failure)
+            default: return next
+            }
+        }
+    }
+
+    private func receivedProtocol(_ transaction: SMTPServerSession.Transaction) -> TraceHeaders.ReceivedProtocol {
+        if transaction.parameters.smtpUTF8 { return session.tlsActive ? .utf8smtps : .utf8smtp }
+        if !session.extended { return .smtp }
+        return session.tlsActive ? .esmtps : .esmtp
+    }
+
+    private func discardIncoming() {
+        incoming?.spool.discard()
+        incoming = nil
+    }
+
+    private func startReverseLookup(context: ChannelHandlerContext) {
+        guard let address = clientAddress else { return }
+        let lookup = server.reverseLookup
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        Task {
+            let name = await lookup(address)
+            eventLoop.execute {
+                loopBound.value.reverseLookupFinished(name)
+            }
+        }
+    }
+
+    private func reverseLookupFinished(_ name: String?) {
+        reverseName = .some(name)
+        guard let next = waitingForName else { return }
+        waitingForName = nil
+        if shutdownRequested {
+            shutDown()
+            return
+        }
+        mode = openSpool(next)
+        readAgain()
+    }
+
+    // MARK: Queue
+
+    /// SPEC §1.6: the 250 goes out only once the queue has the message on stable storage.
+    private func commit(_ transaction: SMTPServerSession.Transaction) {
+        guard let message = incoming, let id = queueID, let context else {
+            perform(session.messageFailed(SMTPReply(451, EnhancedStatusCode(4, 3, 0), "Error: internal error")))
+            return
+        }
+        wait()
+        let envelope = QueueEnvelope(transaction: transaction, clientAddress: clientAddress, heloName: session.heloName)
+        let queue = server.queue
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        let spool = message.spool
+        Task {
+            let result: Result<QueuedMessage, any Error>
+            do {
+                result = .success(try await queue.commit(spool, envelope: envelope))
+            } catch {
+                result = .failure(error)
+            }
+            eventLoop.execute {
+                loopBound.value.commitFinished(result, id: id, transaction: transaction, envelope: envelope)
+            }
+        }
+    }
+
+    private func commitFinished(
+        _ result: Result<QueuedMessage, any Error>, id: QueueID, transaction: SMTPServerSession.Transaction,
+        envelope: QueueEnvelope
+    ) {
+        let spool = incoming?.spool
+        incoming = nil
+        queueID = nil
+        guard case .waiting = mode else { return }  // the connection is gone
+        mode = .command
+        switch result {
+        case .success(let queued):
+            logger.info(
+                "queued",
+                metadata: [
+                    "event": "queued", "from": "<\(transaction.sender)>", "size": "\(queued.size)",
+                    "nrcpt": "\(envelope.recipients.count)", "proto": "\(receivedProtocol(transaction).rawValue)",
+                ])
+            server.onQueued(queued)
+            perform(session.messageQueued(id: "\(id)"))
+        case .failure(let error):
+            logger.error("queue commit failed", metadata: ["event": "reject", "error": "\(error)", "reply": "452 4.3.1"])
+            spool?.discard()
+            perform(session.messageFailed(SMTPReply(452, EnhancedStatusCode(4, 3, 1), "Insufficient system storage")))
+        }
+        logger[metadataKey: "queue_id"] = nil
+        if shutdownRequested {
+            shutDown()
+            return
+        }
+        readAgain()
+    }
+
+    /// Stops reading until `readAgain`: a client that keeps sending while the session waits
+    /// must not fill memory.
+    private func wait() {
+        mode = .waiting
+        _ = context?.channel.setOption(ChannelOptions.autoRead, value: false)
+    }
+
+    /// After a wait: answer what is buffered, then let the channel read again.
+    private func readAgain() {
+        process()
+        flush()
+        switch mode {
+        case .closed, .waiting: return  // closed, or the buffered input began another wait
+        default: _ = context?.channel.setOption(ChannelOptions.autoRead, value: true)
+        }
+    }
+
+    // MARK: Output
+
+    private func send(_ reply: SMTPReply) {
+        reply.write(to: &pendingReplies)
+    }
+
+    private func flush() {
+        guard let context, pendingReplies.readableBytes > 0 else { return }
+        let bytes = pendingReplies
+        pendingReplies = context.channel.allocator.buffer(capacity: 256)
+        context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+    }
+
+    private func close() {
+        flush()
+        mode = .closed
+        context?.close(promise: nil)
+    }
+
+    private func setTimeoutPhase(_ phase: SMTPTimeoutPhase) {
+        context?.triggerUserOutboundEvent(phase, promise: nil)
+    }
+
+    /// Graceful shutdown (SPEC §1.1): a message half received is abandoned, it was never
+    /// acknowledged.
+    private func shutDown() {
+        guard case .sendAndClose(let reply) = session.shuttingDown() else { return }
+        discardIncoming()
+        send(reply)
+        close()
+    }
+}
