@@ -64,14 +64,30 @@ rate() {
   echo "scale=1; $3 / ($end - $start)" | bc
 }
 
+# Postfix goes on delivering (discarding) its backlog after smtp-source ends: let it finish,
+# so that neither server's measurement carries the other's leftover work.
+settle() {
+  for _ in $(seq 300); do [[ $("$baseline" queue) == 0 ]] && break; sleep 0.1; done
+  sleep 1
+}
+
+median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+
 rows=""
 for sessions in 1 16 64; do
   count=$messages
   [[ $sessions == 1 ]] && count=$((messages / 3))
   rate "$postfix_port" "$sessions" 200 >/dev/null   # warm-up
+  settle
   rate "$tern_port" "$sessions" 200 >/dev/null
-  p=$(rate "$postfix_port" "$sessions" "$count")
-  t=$(rate "$tern_port" "$sessions" "$count")
+  settle
+  ps=() ts=()
+  for _ in 1 2 3; do
+    ps+=("$(rate "$postfix_port" "$sessions" "$count")"); settle
+    ts+=("$(rate "$tern_port" "$sessions" "$count")"); settle
+  done
+  p=$(median "${ps[@]}")
+  t=$(median "${ts[@]}")
   ratio=$(printf "%.2f" "$(echo "scale=4; $t / $p" | bc)")
   echo "sessions=$sessions postfix=$p/s tern=$t/s ratio=$ratio"
   rows+="| $sessions | $count | $p | $t | ${ratio}× |"$'\n'
@@ -81,7 +97,8 @@ acknowledged=$(grep -c 'event=queued' "$work/tern.log" || true)
 table="## Accept rate (bench/accept.sh)
 
 Measured $(date -u +%Y-%m-%d) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown);
-Postfix $(postconf -h mail_version) from Debian; 5 KiB messages from \`smtp-source\`, one connection per message.
+Postfix $(postconf -h mail_version) from Debian; 5 KiB messages from \`smtp-source\`, one connection per message;
+each figure is the median of three runs, each server's backlog drained before the next run.
 Tern logged $acknowledged queued messages, every one acknowledged after its group commit.
 
 | sessions | messages | Postfix msg/s | Tern msg/s | Tern / Postfix |

@@ -75,6 +75,8 @@ public final class SMTPServer: Sendable {
         var policy: RecipientPolicy
         var queue: QueueStore
         var reverseLookup: @Sendable (String) async -> String?
+        /// The answer the hosts file gives at once, if any (no task, no wait).
+        var immediateReverseName: @Sendable (String) -> String?
         var onQueued: @Sendable (QueuedMessage) -> Void
         var clock: @Sendable () -> Int
     }
@@ -93,12 +95,13 @@ public final class SMTPServer: Sendable {
     public init(
         settings: SMTPServerSettings, policy: RecipientPolicy, queue: QueueStore,
         reverseLookup: @escaping @Sendable (String) async -> String?,
+        immediateReverseName: @escaping @Sendable (String) -> String? = { _ in nil },
         onQueued: @escaping @Sendable (QueuedMessage) -> Void,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger
     ) {
         self.context = Context(
-            settings: settings, policy: policy, queue: queue, reverseLookup: reverseLookup, onQueued: onQueued,
-            clock: { Int(time(nil)) })
+            settings: settings, policy: policy, queue: queue, reverseLookup: reverseLookup,
+            immediateReverseName: immediateReverseName, onQueued: onQueued, clock: { Int(time(nil)) })
         self.group = group
         self.logger = logger
     }

@@ -287,6 +287,10 @@ final class SMTPSessionHandler: ChannelInboundHandler {
 
     private func startReverseLookup(context: ChannelHandlerContext) {
         guard let address = clientAddress else { return }
+        if let name = server.immediateReverseName(address) {
+            reverseName = .some(name)
+            return
+        }
         let lookup = server.reverseLookup
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop

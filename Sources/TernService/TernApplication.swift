@@ -42,6 +42,7 @@ public enum TernApplication {
         let server = SMTPServer(
             settings: configuration.smtpServerSettings, policy: policy, queue: queue,
             reverseLookup: { address in await ReverseName.confirmed(for: address, resolver: resolver) },
+            immediateReverseName: { address in ReverseName.fromHosts(address) },
             onQueued: { scheduler.submit($0.id) }, logger: logger.component("smtpd"))
 
         let controlPath = ControlSocket.path(dataDirectory: dataDirectory)

@@ -15,11 +15,17 @@ public enum ReverseName {
     public static func confirmed(
         for address: String, resolver: any Resolver, hosts: HostsFile = .system, limit: Duration = .seconds(3)
     ) async -> String? {
-        if let name = hosts.names(for: address).first { return name }
-        if let client = IPAddress(address)?.unmappedIPv4, let name = hosts.names(for: "\(client)").first { return name }
+        if let name = fromHosts(address, hosts: hosts) { return name }
         return await firstOf(limit: limit) {
             await lookup(address, resolver: resolver)
         }
+    }
+
+    /// The name the hosts file gives `address` (an IPv4-mapped IPv6 address as IPv4), at once.
+    public static func fromHosts(_ address: String, hosts: HostsFile = .system) -> String? {
+        if let name = hosts.names(for: address).first { return name }
+        if let client = IPAddress(address)?.unmappedIPv4 { return hosts.names(for: "\(client)").first }
+        return nil
     }
 
     static func lookup(_ address: String, resolver: any Resolver) async -> String? {
