@@ -30,6 +30,7 @@ final class SMTPTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private var phase = SMTPTimeoutPhase.command
     private var idleTimer: Scheduled<Void>?
+    private var idleDeadline: NIODeadline?
     private var rateTimer: RepeatedTask?
     private var dataStarted = NIODeadline.now()
     private var dataOctets = 0
@@ -89,16 +90,37 @@ final class SMTPTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func stopTimers() {
         idleTimer?.cancel()
         idleTimer = nil
+        idleDeadline = nil
         rateTimer?.cancel()
         rateTimer = nil
     }
 
+    /// Moves the deadline. The timer itself is only rescheduled when it fires early (the
+    /// deadline moved on meanwhile) or when the deadline moves closer: a session restarts the
+    /// clock with every reply, and a timer per reply would cost more than the reply.
     private func restartIdleTimer(context: ChannelHandlerContext) {
+        let deadline = NIODeadline.now() + (phase == .command ? commandTimeout : dataTimeout)
+        let earlier = idleDeadline.map { deadline < $0 } ?? true
+        idleDeadline = deadline
+        if idleTimer == nil || earlier { armIdleTimer(context: context, at: deadline) }
+    }
+
+    private func armIdleTimer(context: ChannelHandlerContext, at deadline: NIODeadline) {
         idleTimer?.cancel()
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        idleTimer = context.eventLoop.scheduleTask(in: phase == .command ? commandTimeout : dataTimeout) {
+        idleTimer = context.eventLoop.scheduleTask(deadline: deadline) {
             let (handler, context) = loopBound.value
-            handler.close(context: context, reason: "Error: timeout exceeded")
+            handler.idleTimerFired(context: context)
+        }
+    }
+
+    private func idleTimerFired(context: ChannelHandlerContext) {
+        idleTimer = nil
+        guard let deadline = idleDeadline else { return }
+        if NIODeadline.now() < deadline {
+            armIdleTimer(context: context, at: deadline)
+        } else {
+            close(context: context, reason: "Error: timeout exceeded")
         }
     }
 
