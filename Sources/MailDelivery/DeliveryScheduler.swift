@@ -126,7 +126,7 @@ public final class DeliveryScheduler: Sendable {
                         "delivered",
                         metadata: [
                             "event": "delivered", "to": "<\(recipient.address)>", "relay": "maildir",
-                            "delay": "\(String(format: "%.3f", delay))", "status": "sent", "detail": "\(detail)",
+                            "delay": "\(Self.seconds(delay))", "status": "sent", "detail": "\(detail)",
                         ])
                 case .deferred(let reason):
                     let next = Date().addingTimeInterval(retryDelay(afterAttempt: attempts))
@@ -136,7 +136,7 @@ public final class DeliveryScheduler: Sendable {
                         "deferred",
                         metadata: [
                             "event": "deferred", "to": "<\(recipient.address)>",
-                            "delay": "\(String(format: "%.3f", delay))", "status": "deferred", "reason": "\(reason)",
+                            "delay": "\(Self.seconds(delay))", "status": "deferred", "reason": "\(reason)",
                             "next_attempt": "\(Int(next.timeIntervalSince1970))",
                         ])
                 }
@@ -201,6 +201,14 @@ public final class DeliveryScheduler: Sendable {
         return candidates.first { name in
             !name.contains("/") && name != "." && name != ".." && directory.isMailbox(localPart: name, domain: domain)
         }
+    }
+
+    /// `1.234`: seconds with milliseconds, without Foundation's `String(format:)`, which costs
+    /// more than the rest of a log line.
+    static func seconds(_ interval: TimeInterval) -> String {
+        let milliseconds = max(0, Int((interval * 1000).rounded()))
+        let fraction = milliseconds % 1000
+        return "\(milliseconds / 1000)." + (fraction < 10 ? "00" : fraction < 100 ? "0" : "") + "\(fraction)"
     }
 
     func retryDelay(afterAttempt attempts: Int) -> TimeInterval {
