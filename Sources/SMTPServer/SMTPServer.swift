@@ -139,10 +139,11 @@ public final class SMTPServer: Sendable {
         for channel in open {
             channel.pipeline.fireUserInboundEventTriggered(ShutdownEvent())
         }
+        // Each session gets until the deadline; whatever is still open then is closed, so that
+        // nothing runs on once the queue below it closes.
         let deadline = NIODeadline.now() + drainTime
-        for channel in open where NIODeadline.now() < deadline {
-            let remaining = deadline - NIODeadline.now()
-            let timer = channel.eventLoop.scheduleTask(in: remaining) { channel.close(promise: nil) }
+        for channel in open {
+            let timer = channel.eventLoop.scheduleTask(deadline: deadline) { channel.close(promise: nil) }
             try? await channel.closeFuture.get()
             timer.cancel()
         }
