@@ -1,6 +1,6 @@
 // A DNS server for tests, self-contained in this one file so that other test targets can copy
 // it: it needs only DNSClient (for the message codec), NIOCore and NIOPosix.
-import DNSClient
+@testable import DNSClient
 import NIOCore
 import NIOPosix
 
@@ -114,7 +114,7 @@ final class TestDNSServer: Sendable {
                     .childChannelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(
-                                ByteToMessageHandler(FrameDecoder()))
+                                ByteToMessageHandler(LengthPrefixedMessageDecoder()))
                             try channel.pipeline.syncOperations.addHandler(TCPHandler(server: server))
                         }
                     }
@@ -286,16 +286,3 @@ private final class TCPHandler: ChannelInboundHandler {
     }
 }
 
-/// RFC 1035 §4.2.2: each TCP message is preceded by a two-octet length.
-private struct FrameDecoder: ByteToMessageDecoder {
-    typealias InboundOut = ByteBuffer
-
-    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self),
-            buffer.readableBytes >= 2 + Int(length)
-        else { return .needMoreData }
-        buffer.moveReaderIndex(forwardBy: 2)
-        context.fireChannelRead(wrapInboundOut(buffer.readSlice(length: Int(length))!))
-        return .continue
-    }
-}
