@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The hosts file (`/etc/hosts`, hosts(5)): names the administrator fixed for addresses. The

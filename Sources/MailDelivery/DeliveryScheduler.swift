@@ -121,7 +121,8 @@ public final class DeliveryScheduler: Sendable {
             do {
                 switch outcome {
                 case .delivered(let detail):
-                    try await queue.update(id, recipient: index, status: .delivered, attempts: attempts, nextAttempt: nil, lastError: nil)
+                    try await queue.update(
+                        id, recipient: index, status: .delivered, attempts: attempts, nextAttempt: nil, lastError: nil)
                     logger.info(
                         "delivered",
                         metadata: [
@@ -131,7 +132,8 @@ public final class DeliveryScheduler: Sendable {
                 case .deferred(let reason):
                     let next = Date().addingTimeInterval(retryDelay(afterAttempt: attempts))
                     try await queue.update(
-                        id, recipient: index, status: .deferred, attempts: attempts, nextAttempt: next, lastError: reason)
+                        id, recipient: index, status: .deferred, attempts: attempts, nextAttempt: next,
+                        lastError: reason)
                     logger.info(
                         "deferred",
                         metadata: [

@@ -3,7 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One Maildir (https://cr.yp.to/proto/maildir.html, SPEC §1.3): a message is written to

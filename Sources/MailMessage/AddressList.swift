@@ -24,9 +24,13 @@ public enum AddressList {
                 continue
             }
             if commentDepth > 0 {
-                if character == "\\" { escaped = true }
-                else if character == "(" { commentDepth += 1 }
-                else if character == ")" { commentDepth -= 1 }
+                if character == "\\" {
+                    escaped = true
+                } else if character == "(" {
+                    commentDepth += 1
+                } else if character == ")" {
+                    commentDepth -= 1
+                }
                 continue
             }
             if inQuotes {
@@ -63,8 +67,12 @@ public enum AddressList {
 extension String {
     func trimmingWhitespace() -> String {
         var scalars = Substring(self)
-        while let first = scalars.first, first == " " || first == "\t" || first == "\r" || first == "\n" { scalars.removeFirst() }
-        while let last = scalars.last, last == " " || last == "\t" || last == "\r" || last == "\n" { scalars.removeLast() }
+        while let first = scalars.first, first == " " || first == "\t" || first == "\r" || first == "\n" {
+            scalars.removeFirst()
+        }
+        while let last = scalars.last, last == " " || last == "\t" || last == "\r" || last == "\n" {
+            scalars.removeLast()
+        }
         return String(scalars)
     }
 }

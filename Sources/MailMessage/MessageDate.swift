@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// RFC 5322 §3.3 `date-time`, always in UTC: `Mon, 23 Nov 2026 10:00:00 +0000`.

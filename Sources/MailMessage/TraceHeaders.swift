@@ -31,7 +31,8 @@ public enum TraceHeaders {
         var field = "Received: "
         if let clientAddress {
             let literal = clientAddress.contains(":") ? "IPv6:\(clientAddress)" : clientAddress
-            field += "from \(sanitize(heloName ?? "unknown")) (\(sanitize(reverseName ?? "unknown")) [\(literal)])\r\n\t"
+            field +=
+                "from \(sanitize(heloName ?? "unknown")) (\(sanitize(reverseName ?? "unknown")) [\(literal)])\r\n\t"
         }
         field += "by \(hostname) (Tern) with \(`protocol`.rawValue)"
         if let tls { field += " (\(sanitize(tls)))" }

@@ -70,7 +70,8 @@ final class IncomingMessage {
         }
         if violations.contains(.longLine) {
             return SMTPReply(
-                550, EnhancedStatusCode(5, 5, 2), "Message has a line over \(limits.textLineLength) octets (RFC 5321 4.5.3.1.6)")
+                550, EnhancedStatusCode(5, 5, 2),
+                "Message has a line over \(limits.textLineLength) octets (RFC 5321 4.5.3.1.6)")
         }
         if scanner.receivedCount >= limits.receivedHeaders {
             // RFC 5321 §6.3: too many Received fields means a mail loop.

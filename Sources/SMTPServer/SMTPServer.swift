@@ -4,11 +4,11 @@ import MailQueue
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import SMTPProtocol
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
-import SMTPProtocol
 
 /// One address the server listens on, and what kind of port it is (SPEC §1.2 `[listen]`).
 public struct SMTPListener: Sendable, Hashable, CustomStringConvertible {
@@ -166,7 +166,8 @@ public final class SMTPServer: Sendable {
                 guard connections.admit(ip, total: settings.maxConnections, perIP: settings.maxConnectionsPerIP) else {
                     // RFC 5321 §3.8: 421 and close when the server cannot take the session.
                     logger.warning("too many connections", metadata: ["event": "reject", "reply": "421 4.7.0"])
-                    let reply = SMTPReply(421, EnhancedStatusCode(4, 7, 0), "\(settings.hostname) Error: too many connections")
+                    let reply = SMTPReply(
+                        421, EnhancedStatusCode(4, 7, 0), "\(settings.hostname) Error: too many connections")
                     return channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(RefuseConnectionHandler(reply: reply))
                     }
@@ -178,14 +179,16 @@ public final class SMTPServer: Sendable {
                     _ = openChannels.withLockedValue { $0.removeValue(forKey: key) }
                 }
                 let address = ip.flatMap { IPAddress($0) }
-                let trusted = address.map { address in settings.trustedNetworks.contains { $0.contains(address) } } ?? false
+                let trusted =
+                    address.map { address in settings.trustedNetworks.contains { $0.contains(address) } } ?? false
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
                         SMTPTimeoutHandler(
                             hostname: settings.hostname, commandTimeout: settings.commandTimeout,
                             dataTimeout: settings.dataTimeout, minimumDataRate: settings.minimumDataRate),
                         SMTPSessionHandler(
-                            server: context, listener: listener, client: ClientFacts(address: address, isTrusted: trusted),
+                            server: context, listener: listener,
+                            client: ClientFacts(address: address, isTrusted: trusted),
                             clientAddress: ip, logger: logger))
                 }
             }

@@ -46,7 +46,9 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     private var shutdownRequested = false
     private var context: ChannelHandlerContext?
 
-    init(server: SMTPServer.Context, listener: SMTPListener, client: ClientFacts, clientAddress: String?, logger: Logger) {
+    init(
+        server: SMTPServer.Context, listener: SMTPListener, client: ClientFacts, clientAddress: String?, logger: Logger
+    ) {
         self.server = server
         self.client = client
         self.clientAddress = clientAddress
@@ -150,7 +152,8 @@ final class SMTPSessionHandler: ChannelInboundHandler {
                 if remaining > 0 {
                     guard let bytes = framer.readRawBytes(max: remaining) else { return }
                     incoming?.appendChunk(bytes)
-                    mode = .chunk(size: size, remaining: remaining - bytes.readableBytes, last: last, setupFailure: setupFailure)
+                    mode = .chunk(
+                        size: size, remaining: remaining - bytes.readableBytes, last: last, setupFailure: setupFailure)
                     continue
                 }
                 mode = .command
@@ -203,7 +206,8 @@ final class SMTPSessionHandler: ChannelInboundHandler {
             case .beginData(let reply):
                 send(reply)
                 flush()
-                beginContent(.data(SMTPDataDecoder(maxLineLength: server.settings.limits.textLineLength), setupFailure: nil))
+                beginContent(
+                    .data(SMTPDataDecoder(maxLineLength: server.settings.limits.textLineLength), setupFailure: nil))
             case .receiveChunk(let size, let last):
                 beginContent(.chunk(size: size, remaining: size, last: last, setupFailure: nil))
             case .discardChunk(let size, let reply):
@@ -361,7 +365,8 @@ final class SMTPSessionHandler: ChannelInboundHandler {
             server.onQueued(queued)
             perform(session.messageQueued(id: "\(id)"))
         case .failure(let error):
-            logger.error("queue commit failed", metadata: ["event": "reject", "error": "\(error)", "reply": "452 4.3.1"])
+            logger.error(
+                "queue commit failed", metadata: ["event": "reject", "error": "\(error)", "reply": "452 4.3.1"])
             spool?.discard()
             perform(session.messageFailed(SMTPReply(452, EnhancedStatusCode(4, 3, 1), "Insufficient system storage")))
         }

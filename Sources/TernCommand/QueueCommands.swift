@@ -8,7 +8,8 @@ struct Queue: AsyncParsableCommand {
         subcommands: [List.self, Show.self, Delete.self, Flush.self, Hold.self, Release.self])
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "One entry per queued message, with each recipient's state.")
+        static let configuration = CommandConfiguration(
+            abstract: "One entry per queued message, with each recipient's state.")
         @OptionGroup var options: ConfigOption
         @Flag(name: .long, help: "Print a JSON array.") var json = false
 
@@ -36,7 +37,8 @@ struct Queue: AsyncParsableCommand {
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Remove messages from the queue without delivering them.")
+        static let configuration = CommandConfiguration(
+            abstract: "Remove messages from the queue without delivering them.")
         @OptionGroup var options: ConfigOption
         @Flag(name: .long, help: "Delete every message.") var all = false
         @Argument(help: "Queue IDs.") var ids: [String] = []

@@ -39,7 +39,8 @@ struct Sendmail: AsyncParsableCommand {
                 if argument.hasPrefix("-f") || argument.hasPrefix("-r") {
                     sender = String(argument.dropFirst(2))
                 } else if argument.hasPrefix("-o") || argument.hasPrefix("-F") || argument.hasPrefix("-B")
-                    || argument.hasPrefix("-N") || argument.hasPrefix("-R") || argument.hasPrefix("-V") || argument.hasPrefix("-X")
+                    || argument.hasPrefix("-N") || argument.hasPrefix("-R") || argument.hasPrefix("-V")
+                    || argument.hasPrefix("-X")
                     || argument.hasPrefix("-od") || argument.hasPrefix("-bm") || argument == "-U" || argument == "-v"
                 {
                     continue

@@ -30,7 +30,8 @@ struct ConfigOption: ParsableArguments {
 }
 
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run the mail server in the foreground, logging to stderr.")
+    static let configuration = CommandConfiguration(
+        abstract: "Run the mail server in the foreground, logging to stderr.")
 
     @OptionGroup var options: ConfigOption
     @Flag(name: .long, help: "Log debug detail too.") var verbose = false
@@ -56,7 +57,8 @@ struct Serve: AsyncParsableCommand {
 
 struct CheckConfig: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "check-config", abstract: "Validate a configuration file; print every problem with its key and line.")
+        commandName: "check-config",
+        abstract: "Validate a configuration file; print every problem with its key and line.")
 
     @Option(name: .long, help: "The configuration file to check.") var config: String
 

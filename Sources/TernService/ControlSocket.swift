@@ -134,7 +134,8 @@ public enum ControlSocket {
                                 }
                                 let response: Response
                                 do {
-                                    let decoded = try JSONDecoder().decode(Request.self, from: Data(request.readableBytesView))
+                                    let decoded = try JSONDecoder().decode(
+                                        Request.self, from: Data(request.readableBytesView))
                                     response = await handle(
                                         decoded, queue: queue, scheduler: scheduler, policy: policy, hostname: hostname,
                                         maxMessageSize: maxMessageSize)
@@ -223,7 +224,8 @@ extension QueueAdministration {
             for (index, recipient) in message.envelope.recipients.enumerated() where recipient.status == .deferred {
                 do {
                     try await queue.update(
-                        message.id, recipient: index, status: .deferred, attempts: recipient.attempts, nextAttempt: Date(),
+                        message.id, recipient: index, status: .deferred, attempts: recipient.attempts,
+                        nextAttempt: Date(),
                         lastError: recipient.lastError)
                 } catch {
                     throw .failed("flushing \(message.id): \(error)")

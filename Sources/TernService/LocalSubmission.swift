@@ -160,7 +160,8 @@ public struct LocalSubmission: Sendable, Codable {
             }
         }
         guard !queued.isEmpty else { throw .noRecipients }
-        let smtpUTF8 = senderPath.mailbox?.requiresSMTPUTF8 == true || queued.contains { $0.address.utf8.contains { $0 >= 0x80 } }
+        let smtpUTF8 =
+            senderPath.mailbox?.requiresSMTPUTF8 == true || queued.contains { $0.address.utf8.contains { $0 >= 0x80 } }
         let envelope = QueueEnvelope(
             sender: senderPath.description, recipients: queued, bodyType: nil, smtpUTF8: smtpUTF8, dsnReturn: nil,
             envelopeID: nil, clientAddress: nil, heloName: nil, authenticatedUser: user)

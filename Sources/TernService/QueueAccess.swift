@@ -20,7 +20,8 @@ public enum QueueAccess {
         let queue = try QueueStore.open(directory: "\(dataDirectory)/queue", logger: logger)
         defer { queue.close() }
         return await ControlSocket.handle(
-            request, queue: queue, scheduler: nil, policy: RecipientPolicy(directory: ConfiguredDirectory(configuration)),
+            request, queue: queue, scheduler: nil,
+            policy: RecipientPolicy(directory: ConfiguredDirectory(configuration)),
             hostname: configuration.hostname, maxMessageSize: configuration.limits.maxMessageSize)
     }
 }

@@ -61,7 +61,8 @@ public enum TernApplication {
             configuration: .init(
                 services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [], logger: logger.component("service")))
-        logger.info("starting", metadata: ["event": "start", "hostname": "\(hostname)", "data_dir": "\(dataDirectory)"])
+        logger.info(
+            "starting", metadata: ["event": "start", "hostname": "\(hostname)", "data_dir": "\(dataDirectory)"])
         do {
             try await group.run()
         } catch {

@@ -1,8 +1,9 @@
+import NIOCore
+import NIOPosix
+
 // A DNS server for tests, self-contained in this one file so that other test targets can copy
 // it: it needs only DNSClient (for the message codec), NIOCore and NIOPosix.
 @testable import DNSClient
-import NIOCore
-import NIOPosix
 
 /// A recursive-looking DNS server on 127.0.0.1 that answers from a table, over UDP and TCP on
 /// the same port. It follows CNAME chains in its table as a recursive resolver would, answers
@@ -285,4 +286,3 @@ private final class TCPHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(framed), promise: nil)
     }
 }
-

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A deliberately plain SMTP client for tests: blocking socket, raw bytes out, whole replies
@@ -51,7 +51,9 @@ final class SMTPTestClient {
     func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let written = bytes[offset...].withUnsafeBytes {
+                Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard written > 0 else { throw TestServerError("send: \(errno)") }
             offset += written
         }
@@ -106,7 +108,9 @@ final class SMTPTestClient {
             if count < 0 {
                 if errno == EINTR { continue }
                 if errno == ECONNRESET { return nil }
-                throw TestServerError("recv: \(errno == EAGAIN ? "timed out" : String(errno)); have \(String(decoding: input, as: UTF8.self))")
+                throw TestServerError(
+                    "recv: \(errno == EAGAIN ? "timed out" : String(errno)); have \(String(decoding: input, as: UTF8.self))"
+                )
             }
             input += buffer[0..<count]
         }

@@ -4,7 +4,7 @@ import SMTPServer
 import TernService
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A real Tern (the same `TernApplication` that `tern serve` runs) on a loopback port, with its
@@ -51,7 +51,8 @@ final class TestServer: @unchecked Sendable {
         let directory = NSTemporaryDirectory() + "tern-it-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let port = try freePort()
-        let text = configurationText(directory: directory, port: port, dnsPort: try dnsPort ?? freePort(udp: true), extra: extra)
+        let text = configurationText(
+            directory: directory, port: port, dnsPort: try dnsPort ?? freePort(udp: true), extra: extra)
         try text.write(toFile: "\(directory)/tern.toml", atomically: true, encoding: .utf8)
         let configuration = try TernConfiguration.load(contentsOf: "\(directory)/tern.toml")
         let server = TestServer(directory: directory, port: port, configuration: configuration)

@@ -4,7 +4,9 @@ import Testing
 /// Replays every `Transcripts/*.smtp` dialogue (format in Transcripts/README.md) against a
 /// live server over a real socket.
 @Suite(.serialized) struct TranscriptTests {
-    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Transcripts").path
+    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "Transcripts"
+    ).path
 
     static var names: [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".smtp") }.sorted()
@@ -111,12 +113,16 @@ struct Transcript {
                     throw TestServerError("expected \"\(prefix)\", got \"\(reply)\"")
                 }
             case .expectClose:
-                guard try connection.isClosed() else { throw TestServerError("the server did not close the connection") }
+                guard try connection.isClosed() else {
+                    throw TestServerError("the server did not close the connection")
+                }
                 closed = true
             case .maildir(let user, let count):
                 try await server.waitForLocalDeliveries()
                 let found = server.maildirCount(user)
-                guard found == count else { throw TestServerError("maildir \(user): \(found) messages, expected \(count)") }
+                guard found == count else {
+                    throw TestServerError("maildir \(user): \(found) messages, expected \(count)")
+                }
             }
         }
         if !pending.isEmpty { try connection.send(pending) }

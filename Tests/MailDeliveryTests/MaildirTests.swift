@@ -47,7 +47,9 @@ import Testing
 }
 
 @Suite struct DeliveryLogFormatTests {
-    @Test(arguments: [(0.0, "0.000"), (0.0004, "0.000"), (0.0426, "0.043"), (1.5, "1.500"), (12.3456, "12.346"), (-1.0, "0.000")])
+    @Test(arguments: [
+        (0.0, "0.000"), (0.0004, "0.000"), (0.0426, "0.043"), (1.5, "1.500"), (12.3456, "12.346"), (-1.0, "0.000"),
+    ])
     func secondsWithMilliseconds(interval: Double, expected: String) {
         #expect(DeliveryScheduler.seconds(interval) == expected)
     }

@@ -78,13 +78,18 @@ struct FixtureDirectory: LocalRecipientDirectory {
     }
 
     @Test func authenticatedUsersMayRelay() throws {
-        let user = ClientFacts(address: IPAddress("203.0.113.9"), isTrusted: false, authenticatedUser: "alice@example.test")
+        let user = ClientFacts(
+            address: IPAddress("203.0.113.9"), isTrusted: false, authenticatedUser: "alice@example.test")
         #expect(try code("<victim@remote.test>", user) == "ok")
     }
 
     @Test func targetsExpandAliasesAndKeepTheDetail() throws {
-        #expect(try policy.verify(path("<sales@example.test>"), client: stranger).get() == ["alice@example.test", "dave@elsewhere.test"])
-        #expect(try policy.verify(path("<Alice+News@example.test>"), client: stranger).get() == ["alice+news@example.test"])
+        #expect(
+            try policy.verify(path("<sales@example.test>"), client: stranger).get() == [
+                "alice@example.test", "dave@elsewhere.test",
+            ])
+        #expect(
+            try policy.verify(path("<Alice+News@example.test>"), client: stranger).get() == ["alice+news@example.test"])
         #expect(try policy.verify(path("<Postmaster>"), client: stranger).get() == ["postmaster@example.test"])
     }
 }

@@ -20,7 +20,8 @@ import Testing
         var session = SMTPServerSession(configuration: configuration)
         var outcomes: [Outcome] = []
         for line in lines where outcomes.last?.closes != true {
-            var action = session.receive(Result { () throws(SMTPCommandError) in try SMTPCommand.parse(ByteBuffer(string: line)) })
+            var action = session.receive(
+                Result { () throws(SMTPCommandError) in try SMTPCommand.parse(ByteBuffer(string: line)) })
             while true {
                 switch action {
                 case .send(let reply):
@@ -59,7 +60,9 @@ import Testing
         return outcomes
     }
 
-    static func codes(_ lines: [String], configuration: SMTPServerSession.Configuration = .init(hostname: "mx.example.test")) -> [Int] {
+    static func codes(
+        _ lines: [String], configuration: SMTPServerSession.Configuration = .init(hostname: "mx.example.test")
+    ) -> [Int] {
         run(lines, configuration: configuration).map(\.code)
     }
 
@@ -105,8 +108,12 @@ import Testing
     }
 
     @Test func rsetAndEhloEndTheTransaction() {
-        #expect(Self.codes(["EHLO c", "MAIL FROM:<a@x.test>", "RSET", "RCPT TO:<alice@example.test>"]) == [250, 250, 250, 503])
-        #expect(Self.codes(["EHLO c", "MAIL FROM:<a@x.test>", "EHLO c", "MAIL FROM:<a@x.test>"]) == [250, 250, 250, 250])
+        #expect(
+            Self.codes(["EHLO c", "MAIL FROM:<a@x.test>", "RSET", "RCPT TO:<alice@example.test>"]) == [
+                250, 250, 250, 503,
+            ])
+        #expect(
+            Self.codes(["EHLO c", "MAIL FROM:<a@x.test>", "EHLO c", "MAIL FROM:<a@x.test>"]) == [250, 250, 250, 250])
     }
 
     @Test func tooManyRecipients() {
@@ -131,7 +138,9 @@ import Testing
             return
         }
         #expect(reply.lines.first == "mx.example.test")
-        for keyword in ["PIPELINING", "SIZE 26214400", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING", "DSN"] {
+        for keyword in [
+            "PIPELINING", "SIZE 26214400", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING", "DSN",
+        ] {
             #expect(reply.lines.contains(keyword))
         }
         #expect(!reply.lines.contains { $0.hasPrefix("STARTTLS") || $0.hasPrefix("AUTH") })
@@ -159,12 +168,15 @@ import Testing
 
     @Test func bdatChunksThenLast() {
         #expect(
-            Self.codes(["EHLO c", "MAIL FROM:<a@x.test>", "RCPT TO:<alice@example.test>", "BDAT 5", "BDAT 3 LAST", "DATA"])
+            Self.codes([
+                "EHLO c", "MAIL FROM:<a@x.test>", "RCPT TO:<alice@example.test>", "BDAT 5", "BDAT 3 LAST", "DATA",
+            ])
                 == [250, 250, 250, 250, 250, 503])
     }
 
     @Test func dataRefusedForContentEndsTheTransaction() {
-        let outcomes = Self.run(["EHLO c", "MAIL FROM:<a@x.test>", "RCPT TO:<alice@example.test>", "DATA", "DATA"]) { _ in
+        let outcomes = Self.run(["EHLO c", "MAIL FROM:<a@x.test>", "RCPT TO:<alice@example.test>", "DATA", "DATA"]) {
+            _ in
             SMTPReply(552, EnhancedStatusCode(5, 3, 4), "too big")
         }
         #expect(outcomes.map(\.code) == [250, 250, 250, 354, 552, 503])
@@ -184,7 +196,9 @@ import Testing
             return
         }
         #expect(transaction.recipients.map(\.deliverTo) == [["a@example.test"]])
-        #expect(session.messageQueued(id: "0ABC") == .send(SMTPReply(250, EnhancedStatusCode(2, 0, 0), "Ok: queued as 0ABC")))
+        #expect(
+            session.messageQueued(id: "0ABC")
+                == .send(SMTPReply(250, EnhancedStatusCode(2, 0, 0), "Ok: queued as 0ABC")))
         #expect(session.transaction == nil)
     }
 

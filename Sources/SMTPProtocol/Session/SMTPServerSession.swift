@@ -164,12 +164,15 @@ public struct SMTPServerSession: Sendable {
         case .vrfy:
             // RFC 5321 §3.5.3: 252 when the server will not verify; never reveal users.
             return .send(
-                SMTPReply(252, EnhancedStatusCode(2, 0, 0), "Cannot VRFY user, but will accept message and attempt delivery"))
+                SMTPReply(
+                    252, EnhancedStatusCode(2, 0, 0), "Cannot VRFY user, but will accept message and attempt delivery"))
         case .expn:
             return fail(SMTPReply(502, EnhancedStatusCode(5, 5, 1), "Error: EXPN not supported"))
         case .help:
             return .send(
-                SMTPReply(214, EnhancedStatusCode(2, 0, 0), "See RFC 5321; commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"))
+                SMTPReply(
+                    214, EnhancedStatusCode(2, 0, 0),
+                    "See RFC 5321; commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"))
         case .starttls:
             return startTLS()
         case .auth:
@@ -412,13 +415,15 @@ public struct SMTPServerSession: Sendable {
     /// The client was silent for too long (RFC 5321 §4.5.3.2.7).
     public mutating func timedOut() -> Action {
         phase = .closed
-        return .sendAndClose(SMTPReply(421, EnhancedStatusCode(4, 4, 2), "\(configuration.hostname) Error: timeout exceeded"))
+        return .sendAndClose(
+            SMTPReply(421, EnhancedStatusCode(4, 4, 2), "\(configuration.hostname) Error: timeout exceeded"))
     }
 
     /// The server is shutting down (SPEC §1.1).
     public mutating func shuttingDown() -> Action {
         phase = .closed
-        return .sendAndClose(SMTPReply(421, EnhancedStatusCode(4, 3, 2), "\(configuration.hostname) Service shutting down"))
+        return .sendAndClose(
+            SMTPReply(421, EnhancedStatusCode(4, 3, 2), "\(configuration.hostname) Service shutting down"))
     }
 
     // MARK: - Replies
@@ -438,7 +443,8 @@ public struct SMTPServerSession: Sendable {
         errorCount += 1
         if errorCount >= configuration.limits.errorsPerSession {
             phase = .closed
-            return .sendAndClose(SMTPReply(421, EnhancedStatusCode(4, 7, 0), "\(configuration.hostname) Error: too many errors"))
+            return .sendAndClose(
+                SMTPReply(421, EnhancedStatusCode(4, 7, 0), "\(configuration.hostname) Error: too many errors"))
         }
         return .send(reply)
     }
