@@ -14,15 +14,26 @@ extension QueueStore {
         try await append(bytes, record)
     }
 
-    func append(_ bytes: ByteBuffer, _ record: LogRecord, fromPreparedCommit: Bool = false) async throws {
+    func append(_ bytes: ByteBuffer, _ record: LogRecord) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            condition.lock()
-            defer { condition.unlock() }
-            if fromPreparedCommit { preparingCommits -= 1 }
-            guard !isClosed else { return continuation.resume(throwing: QueueError.closed) }
-            pending.append(PendingRecord(bytes: bytes, record: record, continuation: continuation))
-            condition.signal()
+            enqueue(bytes, record, fromPreparedCommit: false, completion: .continuation(continuation))
         }
+    }
+
+    /// Hands a record to the committer; `completion` learns when it is durable.
+    func enqueue(
+        _ bytes: ByteBuffer, _ record: LogRecord, fromPreparedCommit: Bool, completion: PendingRecord.Completion
+    ) {
+        condition.lock()
+        if fromPreparedCommit { preparingCommits -= 1 }
+        guard !isClosed else {
+            condition.signal()
+            condition.unlock()
+            return completion.finish(.closed)
+        }
+        pending.append(PendingRecord(bytes: bytes, record: record, completion: completion))
+        condition.signal()
+        condition.unlock()
     }
 
     func startCommitter() {
@@ -58,11 +69,8 @@ extension QueueStore {
             if stop { break }
 
             if !batch.isEmpty {
-                if let error = commitBatch(batch) {
-                    for record in batch { record.continuation?.resume(throwing: error) }
-                } else {
-                    for record in batch { record.continuation?.resume() }
-                }
+                let error = commitBatch(batch)
+                for record in batch { record.completion?.finish(error) }
                 batch.removeAll(keepingCapacity: true)
             }
             if !waiters.isEmpty {
@@ -123,7 +131,7 @@ extension QueueStore {
                 apply(
                     record.record, segment: segment, offset: starts[position], length: record.bytes.readableBytes,
                     removedFiles: &removedFiles)
-                if case .message = record.record, record.continuation != nil { counters.commits += 1 }
+                if case .message = record.record, record.completion != nil { counters.commits += 1 }
             }
             counters.records += batch.count
             counters.syncs += 1
@@ -252,7 +260,7 @@ extension QueueStore {
                 record.encode(into: &bytes, inlineData: data)
             }
             batchBytes += bytes.readableBytes
-            batch.append(PendingRecord(bytes: bytes, record: record, continuation: nil))
+            batch.append(PendingRecord(bytes: bytes, record: record, completion: nil))
             if batchBytes >= 8 << 20 {
                 if let error = commitBatch(batch) { throw error }
                 batch.removeAll()

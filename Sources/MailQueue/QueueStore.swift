@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Glibc
 import Logging
 import NIOCore
@@ -74,6 +75,8 @@ public final class QueueStore: @unchecked Sendable {
     var stopping = false
     var isClosed = false
     var counters = QueueStatistics()
+    /// `hasSpace`'s last `statvfs`: free octets, and when (`DispatchTime` nanoseconds).
+    let spaceSample = Mutex<(free: UInt64, taken: UInt64)?>(nil)
 
     // Committer thread only (and `open` before it starts, `close` after it ends).
     var activeFD: CInt = -1
@@ -164,62 +167,78 @@ public final class QueueStore: @unchecked Sendable {
     /// Puts the spooled message with its envelope into the queue. On return it is on stable
     /// storage; on a throw it is not queued (the spool may then only be discarded).
     public func commit(_ spool: MessageSpool, envelope: QueueEnvelope) async throws -> QueuedMessage {
-        condition.withLock { preparingCommits += 1 }
-        var handedOver = false
-        defer {
-            if !handedOver {
-                condition.withLock {
-                    preparingCommits -= 1
-                    condition.signal()
-                }
-            }
+        try await withCheckedThrowingContinuation { continuation in
+            commit(spool, envelope: envelope) { continuation.resume(with: $0) }
         }
-        let id = spool.id
+    }
+
+    /// Puts the spooled message with its envelope into the queue, and calls `completion` once it
+    /// is on stable storage (or is not queued, on failure). The completion runs on the
+    /// committer's thread and must not block: the server hands it straight to its event loop,
+    /// which spares every message two hops through the concurrency pool.
+    ///
+    /// A message small enough to go inline is encoded on the caller's thread; a larger one is
+    /// moved to `data/` on a dispatch queue first (its two syncs take milliseconds).
+    public func commit(
+        _ spool: MessageSpool, envelope: QueueEnvelope,
+        completion: @escaping @Sendable (Result<QueuedMessage, any Error>) -> Void
+    ) {
+        condition.withLock { preparingCommits += 1 }
         var envelope = envelope
         for index in envelope.recipients.indices {
             envelope.recipients[index].nextAttempt = QueueTime.rounded(envelope.recipients[index].nextAttempt)
         }
         let arrival = QueueTime.microseconds(Date())
         let size = spool.byteCount
-        let inFile = size > options.inlineLimit
         let record = LogRecord.message(
-            MessageRecord(id: id, arrival: arrival, size: size, held: false, dataInFile: inFile, envelope: envelope))
-        var bytes = ByteBuffer()
-        if inFile {
-            try await moveToDataFile(spool)
-            record.encode(into: &bytes)
-        } else {
-            let data = try spool.contents()
-            bytes.reserveCapacity(size + 512)
-            record.encode(into: &bytes, inlineData: data)
+            MessageRecord(
+                id: spool.id, arrival: arrival, size: size, held: false, dataInFile: size > options.inlineLimit,
+                envelope: envelope))
+        let queued = QueuedMessage(
+            id: spool.id, arrival: QueueTime.date(arrival), size: size, envelope: envelope, held: false)
+        let finish: @Sendable (QueueError?) -> Void = { error in
+            if let error {
+                if size > self.options.inlineLimit { unlink(self.dataPath(spool.id)) }
+                completion(.failure(error))
+            } else {
+                spool.committed()
+                completion(.success(queued))
+            }
         }
-        do {
-            handedOver = true
-            try await append(bytes, record, fromPreparedCommit: true)
-        } catch {
-            if inFile { unlink(dataPath(id)) }
-            throw error
+        guard size > options.inlineLimit else {
+            var bytes = ByteBuffer()
+            do {
+                let data = try spool.contents()
+                bytes.reserveCapacity(size + 512)
+                record.encode(into: &bytes, inlineData: data)
+            } catch {
+                abandonPreparedCommit()
+                return completion(.failure(error))
+            }
+            return enqueue(bytes, record, fromPreparedCommit: true, completion: .callback(finish))
         }
-        spool.committed()
-        return QueuedMessage(id: id, arrival: QueueTime.date(arrival), size: size, envelope: envelope, held: false)
-    }
-
-    /// Syncs a large message's spool file and moves it to `data/`, off the concurrency pool
-    /// (two syncs take milliseconds).
-    private func moveToDataFile(_ spool: MessageSpool) async throws {
         let target = dataPath(spool.id)
         let directory = dataDirectory
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            DispatchQueue.global().async {
-                do {
-                    try spool.move(to: target)
-                    try SystemCalls.syncDirectory(directory)
-                    continuation.resume()
-                } catch {
-                    unlink(target)
-                    continuation.resume(throwing: error)
-                }
+        DispatchQueue.global().async {
+            do {
+                try spool.move(to: target)
+                try SystemCalls.syncDirectory(directory)
+            } catch {
+                unlink(target)
+                self.abandonPreparedCommit()
+                return completion(.failure(error))
             }
+            var bytes = ByteBuffer()
+            record.encode(into: &bytes)
+            self.enqueue(bytes, record, fromPreparedCommit: true, completion: .callback(finish))
+        }
+    }
+
+    /// A commit that began (see `groupCommitWindow`) will not hand over a record after all.
+    private func abandonPreparedCommit() {
+        condition.withLock {
+            preparingCommits -= 1
+            condition.signal()
         }
     }
 
@@ -324,11 +343,19 @@ public final class QueueStore: @unchecked Sendable {
     /// Whether the queue's file system has room for a message of `size` octets: twice the
     /// size (spool file, then log record or data file) plus `Options.reserve`, so that state
     /// updates and removals still fit when new mail is refused (SPEC §2.2: 452 4.3.1).
+    ///
+    /// Every MAIL asks, so a `statvfs` result is reused for up to 100 ms, but only while it
+    /// leaves at least 64 MiB beyond what is needed; closer to full, every call looks again.
     public func hasSpace(forMessageOfSize size: Int) -> Bool {
+        let needed = UInt64(max(0, size)) * 2 + UInt64(max(0, options.reserve))
+        let now = DispatchTime.now().uptimeNanoseconds
+        let cached = spaceSample.withLock { $0 }
+        if let cached, now &- cached.taken < 100_000_000, cached.free >= needed + 64 << 20 { return true }
         var info = statvfs()
         guard statvfs(directory, &info) == 0 else { return false }
         let free = UInt64(info.f_bavail) * UInt64(info.f_frsize)
-        return free >= UInt64(max(0, size)) * 2 + UInt64(max(0, options.reserve))
+        spaceSample.withLock { $0 = (free, now) }
+        return free >= needed
     }
 
     public var statistics: QueueStatistics {
@@ -394,8 +421,23 @@ struct IndexEntry {
 
 /// A record waiting for the committer.
 struct PendingRecord: Sendable {
+    /// Who learns that the record is durable, or that its batch failed.
+    enum Completion: Sendable {
+        case continuation(CheckedContinuation<Void, any Error>)
+        case callback(@Sendable (QueueError?) -> Void)
+
+        func finish(_ error: QueueError?) {
+            switch self {
+            case .continuation(let continuation):
+                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+            case .callback(let callback):
+                callback(error)
+            }
+        }
+    }
+
     var bytes: ByteBuffer
     var record: LogRecord
-    /// Resumed once the record is durable (nil for the committer's own compaction records).
-    var continuation: CheckedContinuation<Void, any Error>?
+    /// Nil for the committer's own compaction records.
+    var completion: Completion?
 }

@@ -44,7 +44,11 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     /// Content that arrived before the reverse lookup ended waits here for it.
     private var waitingForName: Mode?
     private var shutdownRequested = false
+    /// Reading was paused (autoRead off) during a wait, because too much input piled up.
+    private var readingPaused = false
     private var context: ChannelHandlerContext?
+    /// Input a waiting session keeps before it stops reading.
+    static let waitingInputLimit = 64 * 1024
 
     init(
         server: SMTPServer.Context, listener: SMTPListener, client: ClientFacts, clientAddress: String?, logger: Logger
@@ -88,10 +92,15 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .closed = mode else {
+        switch mode {
+        case .closed:
+            return
+        case .waiting:
+            framer.append(unwrapInboundIn(data))
+            pauseReadingIfFull()
+        default:
             framer.append(unwrapInboundIn(data))
             process()
-            return
         }
     }
 
@@ -328,17 +337,9 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         }
         wait()
         let envelope = QueueEnvelope(transaction: transaction, clientAddress: clientAddress, heloName: session.heloName)
-        let queue = server.queue
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
-        let spool = message.spool
-        Task {
-            let result: Result<QueuedMessage, any Error>
-            do {
-                result = .success(try await queue.commit(spool, envelope: envelope))
-            } catch {
-                result = .failure(error)
-            }
+        server.queue.commit(message.spool, envelope: envelope) { result in
             eventLoop.execute {
                 loopBound.value.commitFinished(result, id: id, transaction: transaction, envelope: envelope)
             }
@@ -378,10 +379,18 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         readAgain()
     }
 
-    /// Stops reading until `readAgain`: a client that keeps sending while the session waits
-    /// must not fill memory.
+    /// Input stays buffered until `readAgain`. A client that keeps sending while the session
+    /// waits must not fill memory: past `waitingInputLimit` octets, reading pauses. (Pausing
+    /// always would cost two `epoll_ctl` calls per message, for clients that almost never send
+    /// anything while they wait for a reply.)
     private func wait() {
         mode = .waiting
+        pauseReadingIfFull()
+    }
+
+    private func pauseReadingIfFull() {
+        guard !readingPaused, framer.bufferedByteCount >= Self.waitingInputLimit else { return }
+        readingPaused = true
         _ = context?.channel.setOption(ChannelOptions.autoRead, value: false)
     }
 
@@ -390,8 +399,12 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         process()
         flush()
         switch mode {
-        case .closed, .waiting: return  // closed, or the buffered input began another wait
-        default: _ = context?.channel.setOption(ChannelOptions.autoRead, value: true)
+        case .closed: return
+        case .waiting: pauseReadingIfFull()  // the buffered input began another wait
+        default:
+            guard readingPaused else { return }
+            readingPaused = false
+            _ = context?.channel.setOption(ChannelOptions.autoRead, value: true)
         }
     }
 
