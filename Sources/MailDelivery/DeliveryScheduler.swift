@@ -3,9 +3,9 @@ import Logging
 import MailMessage
 import MailPolicy
 import MailQueue
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// Takes queued messages to their recipients: local mailboxes now; remote domains stay
 /// deferred ("no route yet") until outbound delivery exists. Work comes from two places: the
@@ -39,10 +39,20 @@ public final class DeliveryScheduler: Sendable {
     private let directory: any LocalRecipientDirectory
     private let threadPool: NIOThreadPool
     private let logger: Logger
-    private let work: AsyncStream<QueueID>
-    private let workInput: AsyncStream<QueueID>.Continuation
-    /// Messages being delivered now, so that a scan does not start a second delivery of one.
-    private let inFlight = NIOLockedValueBox(Set<QueueID>())
+    private let work = Mutex(WorkQueue())
+
+    /// Messages waiting for a worker, and idle workers waiting for a message.
+    private struct WorkQueue: ~Copyable {
+        var waiting = CircularBuffer<QueueID>()
+        var idleWorkers: [CheckedContinuation<QueueID?, Never>] = []
+        /// Every message waiting or being delivered, so that no message is taken twice: a scan
+        /// finds again whatever is due but not yet done.
+        var claimed = Set<QueueID>()
+        var stopped = false
+    }
+
+    /// Messages that may wait for a worker; past this, new arrivals are left to the next scan.
+    static let waitingLimit = 100_000
 
     public init(
         settings: Settings, queue: QueueStore, directory: any LocalRecipientDirectory, threadPool: NIOThreadPool,
@@ -53,64 +63,88 @@ public final class DeliveryScheduler: Sendable {
         self.directory = directory
         self.threadPool = threadPool
         self.logger = logger
-        (work, workInput) = AsyncStream.makeStream(of: QueueID.self, bufferingPolicy: .bufferingNewest(100_000))
     }
 
     /// A new message is in the queue.
     public func submit(_ id: QueueID) {
-        workInput.yield(id)
+        let worker: CheckedContinuation<QueueID?, Never>? = work.withLock { work in
+            guard !work.stopped, work.waiting.count < Self.waitingLimit, work.claimed.insert(id).inserted else {
+                return nil
+            }
+            guard let worker = work.idleWorkers.popLast() else {
+                work.waiting.append(id)
+                return nil
+            }
+            return worker
+        }
+        worker?.resume(returning: id)
     }
 
     /// Looks for due work now rather than at the next scan (`tern queue flush`).
     public func scanNow() {
-        for id in queue.due(at: Date(), limit: 10_000) { workInput.yield(id) }
+        for id in queue.due(at: Date(), limit: 10_000) { submit(id) }
     }
 
-    /// Delivers until cancelled. A delivery under way when cancelled finishes its current
-    /// recipient; what is not recorded as delivered is tried again after restart.
+    /// Delivers until cancelled, with `Settings.concurrency` workers. A delivery under way when
+    /// cancelled finishes its current recipient; what is not recorded as delivered is tried again
+    /// after restart.
     public func run() async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while !Task.isCancelled {
-                    self.scanNow()
-                    try? await Task.sleep(for: self.settings.scanInterval)
-                }
-            }
-            group.addTask {
-                await self.consume()
-            }
-            await group.next()
-            group.cancelAll()
-            self.workInput.finish()
-        }
-    }
-
-    private func consume() async {
-        await withTaskGroup(of: Void.self) { group in
-            var running = 0
-            var iterator = work.makeAsyncIterator()
-            while !Task.isCancelled, let id = await iterator.next() {
-                guard inFlight.withLockedValue({ $0.insert(id).inserted }) else { continue }
-                if running >= settings.concurrency {
-                    await group.next()
-                    running -= 1
-                }
-                running += 1
+        await withTaskCancellationHandler {
+            await withTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    await self.deliver(id)
-                    _ = self.inFlight.withLockedValue { $0.remove(id) }
+                    while !Task.isCancelled {
+                        self.scanNow()
+                        try? await Task.sleep(for: self.settings.scanInterval)
+                    }
+                }
+                for _ in 0..<settings.concurrency {
+                    group.addTask {
+                        while let id = await self.nextMessage() {
+                            await self.deliver(id) { self.release(id) }
+                        }
+                    }
                 }
             }
+        } onCancel: {
+            let workers = work.withLock { work in
+                work.stopped = true
+                defer { work.idleWorkers = [] }
+                return work.idleWorkers
+            }
+            for worker in workers { worker.resume(returning: nil) }
         }
     }
 
-    /// One pass over a message: every recipient that is due gets one attempt.
-    func deliver(_ id: QueueID) async {
-        guard let message = queue.message(id), !message.held else { return }
+    /// The next message for a worker, or nil once the scheduler stops.
+    private func nextMessage() async -> QueueID? {
+        await withCheckedContinuation { continuation in
+            let next: QueueID?? = work.withLock { work in
+                if work.stopped { return .some(nil) }
+                if let id = work.waiting.popFirst() { return .some(id) }
+                work.idleWorkers.append(continuation)
+                return .none
+            }
+            if case .some(let id) = next { continuation.resume(returning: id) }
+        }
+    }
+
+    private func release(_ id: QueueID) {
+        _ = work.withLock { $0.claimed.remove(id) }
+    }
+
+    /// One pass over a message: every recipient that is due gets one attempt. `finished` runs
+    /// once what the pass learned is recorded, which may be after this returns: deferrals and a
+    /// removal are written without waiting for their sync (losing one in a crash only means an
+    /// earlier retry, or a message found fully delivered at the next pass).
+    func deliver(_ id: QueueID, finished: @escaping @Sendable () -> Void) async {
+        guard let message = queue.message(id), !message.held else { return finished() }
         var logger = self.logger
         logger[metadataKey: "queue_id"] = "\(id)"
         let now = Date()
+        var deferrals: [Int: RecipientChange] = [:]
+        var final = 0
         for (index, recipient) in message.envelope.recipients.enumerated() {
+            if recipient.isFinal { final += 1 }
             let due =
                 recipient.status == .pending
                 || (recipient.status == .deferred && (recipient.nextAttempt ?? .distantPast) <= now)
@@ -118,44 +152,51 @@ public final class DeliveryScheduler: Sendable {
             let outcome = await attempt(message, recipient: recipient)
             let attempts = recipient.attempts + 1
             let delay = Date().timeIntervalSince(message.arrival)
-            do {
-                switch outcome {
-                case .delivered(let detail):
+            switch outcome {
+            case .delivered(let detail):
+                do {
+                    // Waited for: a delivery recorded as pending again would be a duplicate.
                     try await queue.update(
                         id, recipient: index, status: .delivered, attempts: attempts, nextAttempt: nil, lastError: nil)
-                    logger.info(
-                        "delivered",
-                        metadata: [
-                            "event": "delivered", "to": "<\(recipient.address)>", "relay": "maildir",
-                            "delay": "\(Self.seconds(delay))", "status": "sent", "detail": "\(detail)",
-                        ])
-                case .deferred(let reason):
-                    let next = Date().addingTimeInterval(retryDelay(afterAttempt: attempts))
-                    try await queue.update(
-                        id, recipient: index, status: .deferred, attempts: attempts, nextAttempt: next,
-                        lastError: reason)
-                    logger.info(
-                        "deferred",
-                        metadata: [
-                            "event": "deferred", "to": "<\(recipient.address)>",
-                            "delay": "\(Self.seconds(delay))", "status": "deferred", "reason": "\(reason)",
-                            "next_attempt": "\(Int(next.timeIntervalSince1970))",
-                        ])
+                } catch {
+                    logger.error("queue update failed", metadata: ["event": "error", "error": "\(error)"])
+                    return finished()
                 }
-            } catch {
-                // The outcome is not recorded: the next pass tries again (at least once delivery).
-                logger.error("queue update failed", metadata: ["event": "error", "error": "\(error)"])
-                return
+                final += 1
+                logger.info(
+                    "delivered",
+                    metadata: [
+                        "event": "delivered", "to": "<\(recipient.address)>", "relay": "maildir",
+                        "delay": "\(Self.seconds(delay))", "status": "sent", "detail": "\(detail)",
+                    ])
+            case .deferred(let reason):
+                let next = Date().addingTimeInterval(retryDelay(afterAttempt: attempts))
+                deferrals[index] = RecipientChange(
+                    status: .deferred, attempts: attempts, nextAttempt: next, lastError: reason)
+                logger.info(
+                    "deferred",
+                    metadata: [
+                        "event": "deferred", "to": "<\(recipient.address)>",
+                        "delay": "\(Self.seconds(delay))", "status": "deferred", "reason": "\(reason)",
+                        "next_attempt": "\(Int(next.timeIntervalSince1970))",
+                    ])
             }
         }
-        guard let updated = queue.message(id),
-            updated.envelope.recipients.allSatisfy({ $0.status == .delivered || $0.status == .bounced })
-        else { return }
-        do {
-            try await queue.remove(id)
-            logger.info("removed", metadata: ["event": "removed"])
-        } catch {
-            logger.error("queue remove failed", metadata: ["event": "error", "error": "\(error)"])
+        if !deferrals.isEmpty {
+            queue.update(id, recipients: deferrals) { [logger] error in
+                if let error { logger.error("queue update failed", metadata: ["event": "error", "error": "\(error)"]) }
+                finished()
+            }
+            return
+        }
+        guard final == message.envelope.recipients.count else { return finished() }
+        queue.remove(id) { [logger] error in
+            if let error {
+                logger.error("queue remove failed", metadata: ["event": "error", "error": "\(error)"])
+            } else {
+                logger.info("removed", metadata: ["event": "removed"])
+            }
+            finished()
         }
     }
 

@@ -34,6 +34,9 @@ public struct QueuedRecipient: Sendable, Codable, Hashable {
         self.lastError = lastError
     }
 
+    /// Delivered or bounced: nothing more to do.
+    public var isFinal: Bool { status == .delivered || status == .bounced }
+
     /// Due for an attempt at `now`: pending, or deferred and its retry time has come.
     public func isDue(at now: Date) -> Bool {
         switch status {

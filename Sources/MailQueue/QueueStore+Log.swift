@@ -20,9 +20,13 @@ extension QueueStore {
         }
     }
 
-    /// Hands a record to the committer; `completion` learns when it is durable.
+    /// Hands a record to the committer; `completion` learns when it is durable. A record that
+    /// is not `urgent` (nobody waits for it: a deferral, a removal) does not start a sync by
+    /// itself: it rides with the next urgent record's, or is synced `Options.lazySyncDelay`
+    /// after it arrived, whichever is first.
     func enqueue(
-        _ bytes: ByteBuffer, _ record: LogRecord, fromPreparedCommit: Bool, completion: PendingRecord.Completion
+        _ bytes: ByteBuffer, _ record: LogRecord, fromPreparedCommit: Bool, urgent: Bool = true,
+        completion: PendingRecord.Completion
     ) {
         condition.lock()
         if fromPreparedCommit { preparingCommits -= 1 }
@@ -32,7 +36,13 @@ extension QueueStore {
             return completion.finish(.closed)
         }
         pending.append(PendingRecord(bytes: bytes, record: record, completion: completion))
-        condition.signal()
+        if urgent {
+            urgentPending += 1
+            condition.signal()
+        } else if oldestLazyRecord == nil {
+            oldestLazyRecord = Date()
+            condition.signal()  // the committer's wait gets a deadline
+        }
         condition.unlock()
     }
 
@@ -51,8 +61,11 @@ extension QueueStore {
         var lastCompactionCheck = Date()
         while true {
             condition.lock()
-            while pending.isEmpty && compactionWaiters.isEmpty && !stopping {
-                if !condition.wait(until: Date(timeIntervalSinceNow: 5)) { break }
+            while urgentPending == 0 && compactionWaiters.isEmpty && !stopping {
+                // Nothing urgent: sleep (5 s at most, for the compaction check below), or until
+                // the oldest lazy record is due.
+                let deadline = oldestLazyRecord.map { $0.addingTimeInterval(options.lazySyncDelay) }
+                if !condition.wait(until: deadline ?? Date(timeIntervalSinceNow: 5)) { break }
             }
             // Group commit: other sessions have begun committing and are about to append.
             // Waiting a moment for them turns many small syncs into one; with nobody else
@@ -62,6 +75,8 @@ extension QueueStore {
                 while preparingCommits > 0 && !stopping && condition.wait(until: deadline) {}
             }
             swap(&batch, &pending)
+            urgentPending = 0
+            oldestLazyRecord = nil
             let waiters = compactionWaiters
             compactionWaiters = []
             let stop = stopping && batch.isEmpty && waiters.isEmpty

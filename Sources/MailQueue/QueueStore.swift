@@ -1,8 +1,8 @@
 import Foundation
-import Synchronization
 import Glibc
 import Logging
 import NIOCore
+import Synchronization
 
 /// Tern's durable queue (SPEC §2.2): an append-only log of records in numbered segments, group
 /// committed by one thread with one `fdatasync` per batch.
@@ -35,12 +35,16 @@ public final class QueueStore: @unchecked Sendable {
         /// have begun but not yet handed over their record (PostgreSQL's commit_delay, applied
         /// only when there are such commits, so a lone session never waits).
         public var groupCommitWindow: TimeInterval
+        /// The longest a record nobody waits for (a deferral, a removal) stays unwritten while
+        /// no commit comes to take it along.
+        public var lazySyncDelay: TimeInterval
         /// Tests only: added to every sync of the log, to stand for a slow disk.
         var simulatedSyncLatency: TimeInterval = 0
 
         public init(
             segmentSize: Int = 64 << 20, inlineLimit: Int = 1 << 20, spoolMemoryLimit: Int = 64 << 10,
-            reserve: Int = 16 << 20, compactionAge: TimeInterval = 3600, groupCommitWindow: TimeInterval = 0.001
+            reserve: Int = 16 << 20, compactionAge: TimeInterval = 3600, groupCommitWindow: TimeInterval = 0.001,
+            lazySyncDelay: TimeInterval = 0.02
         ) {
             self.segmentSize = segmentSize
             self.inlineLimit = inlineLimit
@@ -48,6 +52,7 @@ public final class QueueStore: @unchecked Sendable {
             self.reserve = reserve
             self.compactionAge = compactionAge
             self.groupCommitWindow = groupCommitWindow
+            self.lazySyncDelay = lazySyncDelay
         }
     }
 
@@ -71,6 +76,10 @@ public final class QueueStore: @unchecked Sendable {
     var pending: [PendingRecord] = []
     /// Commits that have begun but not yet appended their record (see `groupCommitWindow`).
     var preparingCommits = 0
+    /// Records in `pending` that someone waits for; lazy ones alone do not start a sync.
+    var urgentPending = 0
+    /// When the oldest lazy record in `pending` arrived.
+    var oldestLazyRecord: Date?
     var compactionWaiters: [CheckedContinuation<Void, any Error>] = []
     var stopping = false
     var isClosed = false
@@ -246,6 +255,30 @@ public final class QueueStore: @unchecked Sendable {
 
     /// Records new states for several recipients of a message in one record.
     public func update(_ id: QueueID, recipients changes: [Int: RecipientChange]) async throws {
+        try await append(stateRecord(id, recipients: changes))
+    }
+
+    /// Records new states for several recipients of a message in one record, without waiting:
+    /// `completion` runs on the committer's thread once the record is durable (with nil) or its
+    /// batch failed, and must not block. A delivery pass uses this so that its worker goes on
+    /// at once; until the completion, the message counts as still in its hands. The record
+    /// takes a ride with the next commit's sync (see `Options.lazySyncDelay`).
+    public func update(
+        _ id: QueueID, recipients changes: [Int: RecipientChange],
+        completion: @escaping @Sendable (QueueError?) -> Void
+    ) {
+        do throws(QueueError) {
+            let record = try stateRecord(id, recipients: changes)
+            var bytes = ByteBuffer()
+            record.encode(into: &bytes)
+            enqueue(bytes, record, fromPreparedCommit: false, urgent: false, completion: .callback(completion))
+        } catch {
+            completion(error)
+        }
+    }
+
+    private func stateRecord(_ id: QueueID, recipients changes: [Int: RecipientChange]) throws(QueueError) -> LogRecord
+    {
         let count = condition.withLock { index[id]?.envelope.recipients.count }
         guard let count else { throw QueueError.unknownMessage(id) }
         if let bad = changes.keys.first(where: { $0 < 0 || $0 >= count }) {
@@ -256,7 +289,7 @@ public final class QueueStore: @unchecked Sendable {
             change.nextAttempt = QueueTime.rounded(change.nextAttempt)
             return RecipientStateRecord(index: index, change: change)
         }
-        try await append(.state(id, states))
+        return .state(id, states)
     }
 
     /// Records the new state of one recipient.
@@ -290,6 +323,14 @@ public final class QueueStore: @unchecked Sendable {
         try await append(.remove(id))
     }
 
+    /// Removes the message for good without waiting; `completion` as for `update`.
+    public func remove(_ id: QueueID, completion: @escaping @Sendable (QueueError?) -> Void) {
+        guard condition.withLock({ index[id] != nil }) else { return completion(.unknownMessage(id)) }
+        var bytes = ByteBuffer()
+        LogRecord.remove(id).encode(into: &bytes)
+        enqueue(bytes, .remove(id), fromPreparedCommit: false, urgent: false, completion: .callback(completion))
+    }
+
     private func requireMessage(_ id: QueueID) throws {
         guard condition.withLock({ index[id] != nil }) else { throw QueueError.unknownMessage(id) }
     }
@@ -319,11 +360,16 @@ public final class QueueStore: @unchecked Sendable {
     }
 
     /// Up to `limit` messages, oldest first, that are not held and have a recipient that is
-    /// pending, or deferred with its next attempt at or before `now`.
+    /// pending, or deferred with its next attempt at or before `now`; and messages whose
+    /// recipients are all final, which are due for removal (a removal is written without
+    /// waiting for its sync, so a crash can leave one behind).
     public func due(at now: Date, limit: Int) -> [QueueID] {
         let ids = condition.withLock {
-            index.compactMap { id, entry in
-                !entry.held && entry.envelope.recipients.contains { $0.isDue(at: now) } ? id : nil
+            index.compactMap { id, entry -> QueueID? in
+                guard !entry.held else { return nil }
+                let recipients = entry.envelope.recipients
+                let due = recipients.contains { $0.isDue(at: now) } || recipients.allSatisfy(\.isFinal)
+                return due ? id : nil
             }
         }
         return Array(ids.sorted().prefix(limit))

@@ -363,6 +363,44 @@ func files(_ path: String) -> [String] {
         }
     }
 
+    /// The completion forms report through their callback what the async forms throw, and
+    /// apply their record like the async forms do (it survives a reopen).
+    @Test func completionFormsRecordAndReport() async throws {
+        try await withQueueDirectory { directory in
+            let store = try openStore(directory)
+            let kept = try await commit(store, messageBytes(100))
+            let removed = try await commit(store, messageBytes(100, seed: 1))
+            let later = Date(timeIntervalSince1970: 2_000_000_000)
+            let change = RecipientChange(status: .deferred, attempts: 1, nextAttempt: later, lastError: "4.4.0 x")
+            let outcomes: [QueueError?] = await withCheckedContinuation { continuation in
+                store.update(kept.id, recipients: [0: change]) { first in
+                    store.remove(removed.id) { second in
+                        store.update(kept.id, recipients: [5: change]) { third in
+                            store.remove(QueueID.generate()) { fourth in
+                                continuation.resume(returning: [first, second, third, fourth])
+                            }
+                        }
+                    }
+                }
+            }
+            #expect(outcomes[0] == nil)
+            #expect(outcomes[1] == nil)
+            #expect(outcomes[2] == .unknownRecipient(kept.id, index: 5))
+            guard case .unknownMessage = outcomes[3] else {
+                Issue.record("expected unknownMessage, got \(String(describing: outcomes[3]))")
+                return
+            }
+            store.close()
+            let reopened = try openStore(directory)
+            defer { reopened.close() }
+            #expect(reopened.message(removed.id) == nil)
+            let recipient = try #require(reopened.message(kept.id)?.envelope.recipients.first)
+            #expect(recipient.status == .deferred)
+            #expect(recipient.nextAttempt == later)
+            #expect(recipient.lastError == "4.4.0 x")
+        }
+    }
+
     @Test func throughputSanity() async throws {
         try await withQueueDirectory { directory in
             let store = try openStore(directory)
