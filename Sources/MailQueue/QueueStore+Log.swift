@@ -120,6 +120,7 @@ extension QueueStore {
                 batchBuffer.writeImmutableBuffer(record.bytes)
             }
             let path = segmentPath(activeNumber)
+            preallocate(through: activeEnd + Int64(batchBuffer.readableBytes))
             try SystemCalls.write(activeFD, batchBuffer, at: activeEnd, path: path)
             try SystemCalls.dataSync(activeFD, path: path)
             if options.simulatedSyncLatency > 0 { Thread.sleep(forTimeInterval: options.simulatedSyncLatency) }
@@ -129,6 +130,7 @@ extension QueueStore {
             // next batch must start at a record boundary.
             do {
                 try SystemCalls.truncate(activeFD, to: activeEnd, path: segmentPath(activeNumber))
+                allocatedEnd = activeEnd
             } catch {
                 needsRotation = true
             }
@@ -140,6 +142,7 @@ extension QueueStore {
         }
         let segment = activeNumber
         activeEnd += Int64(batchBuffer.readableBytes)
+        allocatedEnd = max(allocatedEnd, activeEnd)
         var removedFiles: [String] = []
         let deletedSegments: Bool = condition.withLock {
             for (position, record) in batch.enumerated() {
@@ -160,6 +163,40 @@ extension QueueStore {
         return nil
     }
 
+    /// Makes sure the active segment's file reaches `end`, extending it with written zeros in
+    /// steps of `Options.preallocation`. Appending inside a file of fixed size changes no
+    /// metadata, so the `fdatasync` of a batch writes the data alone; appending at the end of
+    /// the file would make every sync write the inode too (the size changed). PostgreSQL zeroes
+    /// its WAL segments for the same reason. Recovery reads an all-zero rest of a segment as its
+    /// end.
+    ///
+    /// Best effort: if the zeros do not fit (a nearly full disk), the file is cut back and the
+    /// batch appends as it would without preallocation, so a full disk refuses exactly what does
+    /// not fit.
+    private func preallocate(through end: Int64) {
+        guard options.preallocation > 0, end > allocatedEnd else { return }
+        // After a failure, appending goes on without zeros for a while rather than writing
+        // (and cutting off) what little space is left before every batch.
+        if let failed = preallocationFailed, -failed.timeIntervalSinceNow < 10 { return }
+        let step = Int64(options.preallocation)
+        let target = (end + step - 1) / step * step
+        let zeros = ByteBuffer(repeating: 0, count: Int(min(target - allocatedEnd, 1 << 20)))
+        var offset = allocatedEnd
+        do {
+            while offset < target {
+                let count = Int(min(target - offset, Int64(zeros.readableBytes)))
+                try SystemCalls.write(
+                    activeFD, zeros.getSlice(at: 0, length: count)!, at: offset, path: segmentPath(activeNumber))
+                offset += Int64(count)
+            }
+            allocatedEnd = target
+            preallocationFailed = nil
+        } catch {
+            preallocationFailed = Date()
+            try? SystemCalls.truncate(activeFD, to: max(allocatedEnd, activeEnd), path: segmentPath(activeNumber))
+        }
+    }
+
     /// Starts a new segment when the active one is full (or its tail is suspect).
     private func rotateIfNeeded() throws {
         guard activeEnd >= Int64(options.segmentSize) || needsRotation else { return }
@@ -174,10 +211,13 @@ extension QueueStore {
             unlink(path)
             throw error
         }
+        // The old segment's preallocated zeros are not needed any more.
+        if !needsRotation { _ = ftruncate(activeFD, off_t(activeEnd)) }
         Glibc.close(activeFD)
         activeFD = fd
         activeNumber = number
         activeEnd = 0
+        allocatedEnd = 0
         needsRotation = false
         condition.withLock {
             segmentNumbers.append(number)
@@ -302,7 +342,7 @@ extension QueueStore {
             defer { if !keepOpen { Glibc.close(fd) } }
             var info = stat()
             guard fstat(fd, &info) == 0 else { throw QueueError.storage("stat \(path)") }
-            let size = Int(info.st_size)
+            var size = Int(info.st_size)
             var content = ByteBuffer()
             try SystemCalls.read(fd, into: &content, count: size, at: 0, path: path)
             segmentNumbers.append(number)
@@ -317,6 +357,8 @@ extension QueueStore {
                     records += 1
                 case .end:
                     break replay
+                case .invalid where content.isZero(from: offset):
+                    break replay  // the preallocated rest of the segment
                 case .invalid(let reason):
                     if isLast {
                         // A batch cut short by a crash: never acknowledged, since its sync did
@@ -329,6 +371,7 @@ extension QueueStore {
                             ])
                         try SystemCalls.truncate(fd, to: Int64(offset), path: path)
                         try SystemCalls.dataSync(fd, path: path)
+                        size = offset
                     } else {
                         logger.error(
                             "queue log segment damaged; the rest of it is skipped",
@@ -345,6 +388,7 @@ extension QueueStore {
                 activeFD = fd
                 activeNumber = number
                 activeEnd = Int64(offset)
+                allocatedEnd = Int64(size)
             }
         }
         if numbers.isEmpty {
@@ -381,5 +425,15 @@ extension QueueStore {
                 "directory": "\(directory)", "messages": "\(index.count)", "segments": "\(segmentNumbers.count)",
                 "records": "\(records)",
             ])
+    }
+}
+
+extension ByteBuffer {
+    /// Whether every readable octet from `offset` on is zero.
+    fileprivate func isZero(from offset: Int) -> Bool {
+        withUnsafeReadableBytes { bytes in
+            let start = offset - readerIndex
+            return start >= 0 && bytes[start...].allSatisfy { $0 == 0 }
+        }
     }
 }

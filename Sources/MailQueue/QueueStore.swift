@@ -38,13 +38,16 @@ public final class QueueStore: @unchecked Sendable {
         /// The longest a record nobody waits for (a deferral, a removal) stays unwritten while
         /// no commit comes to take it along.
         public var lazySyncDelay: TimeInterval
+        /// The active segment grows by this many zeroed octets at a time, so that a batch's
+        /// sync does not also have to write the file's new size (0: append without it).
+        public var preallocation: Int
         /// Tests only: added to every sync of the log, to stand for a slow disk.
         var simulatedSyncLatency: TimeInterval = 0
 
         public init(
             segmentSize: Int = 64 << 20, inlineLimit: Int = 1 << 20, spoolMemoryLimit: Int = 64 << 10,
             reserve: Int = 16 << 20, compactionAge: TimeInterval = 3600, groupCommitWindow: TimeInterval = 0.001,
-            lazySyncDelay: TimeInterval = 0.02
+            lazySyncDelay: TimeInterval = 0.02, preallocation: Int = 4 << 20
         ) {
             self.segmentSize = segmentSize
             self.inlineLimit = inlineLimit
@@ -53,6 +56,7 @@ public final class QueueStore: @unchecked Sendable {
             self.compactionAge = compactionAge
             self.groupCommitWindow = groupCommitWindow
             self.lazySyncDelay = lazySyncDelay
+            self.preallocation = preallocation
         }
     }
 
@@ -92,6 +96,10 @@ public final class QueueStore: @unchecked Sendable {
     var activeNumber: UInt64 = 0
     /// Where the next record goes: the end of the last record known to be good.
     var activeEnd: Int64 = 0
+    /// The active segment file's size: past `activeEnd` it holds preallocated zeros.
+    var allocatedEnd: Int64 = 0
+    /// When zeroing ahead last failed (see `preallocate`).
+    var preallocationFailed: Date?
     var batchBuffer = ByteBuffer()
     /// The active segment's tail could not be cut back after a failed write: start a new one.
     var needsRotation = false

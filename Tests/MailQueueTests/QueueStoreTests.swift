@@ -144,9 +144,11 @@ func files(_ path: String) -> [String] {
         }
     }
 
+    /// Without preallocation, so that the file's end is the log's end.
     @Test func tornTailIsCutOff() async throws {
         try await withQueueDirectory { directory in
-            var store = try openStore(directory)
+            let options = QueueStore.Options(preallocation: 0)
+            var store = try openStore(directory, options)
             var ids: [QueueID] = []
             for seed in 0..<10 { ids.append(try await commit(store, messageBytes(3000, seed: seed)).id) }
             store.close()
@@ -155,7 +157,7 @@ func files(_ path: String) -> [String] {
             // The last record loses its final bytes, as if the crash came mid-write.
             let size = try FileManager.default.attributesOfItem(atPath: segment)[.size] as! Int
             #expect(truncate(segment, off_t(size - 3)) == 0)
-            store = try openStore(directory)
+            store = try openStore(directory, options)
             #expect(store.messages().map(\.id) == Array(ids.dropLast()))
             let replacement = try await commit(store, messageBytes(3000, seed: 99))
             store.close()
@@ -165,16 +167,68 @@ func files(_ path: String) -> [String] {
             handle.seekToEndOfFile()
             handle.write(Data(messageBytes(777, seed: 5)))
             try handle.close()
-            store = try openStore(directory)
+            store = try openStore(directory, options)
             #expect(store.messages().map(\.id) == Array(ids.dropLast()) + [replacement.id])
             for (seed, id) in ids.dropLast().enumerated() {
                 #expect(try readAll(store, id) == messageBytes(3000, seed: seed))
             }
             let another = try await commit(store, messageBytes(10))
             store.close()
-            store = try openStore(directory)
+            store = try openStore(directory, options)
             #expect(store.messages().count == 11 && store.message(another.id) != nil)
             store.close()
+        }
+    }
+
+    /// The active segment grows in zeroed steps; its zero tail is a clean end, a batch torn on
+    /// top of it is cut off, and rotation trims the old segment to its records.
+    @Test func preallocatedSegmentsRecover() async throws {
+        try await withQueueDirectory { directory in
+            let options = QueueStore.Options(segmentSize: 64 << 10, preallocation: 16 << 10)
+            var store = try openStore(directory, options)
+            var ids: [QueueID] = []
+            for seed in 0..<5 { ids.append(try await commit(store, messageBytes(3000, seed: seed)).id) }
+            let end = Int(store.activeEnd)
+            store.close()
+            let segment = directory + "/log/" + files(directory + "/log").last!
+            var size = try FileManager.default.attributesOfItem(atPath: segment)[.size] as! Int
+            #expect(size == 16 << 10 && end < size)
+
+            // A clean zero tail: everything comes back, and appending continues at the log's end.
+            store = try openStore(directory, options)
+            #expect(store.messages().map(\.id) == ids)
+            #expect(store.activeEnd == Int64(end))
+            ids.append(try await commit(store, messageBytes(3000, seed: 5)).id)
+            let secondEnd = Int(store.activeEnd)
+            store.close()
+
+            // A crash in the middle of the last batch: its first half reached the disk, over zeros.
+            let content = try Data(contentsOf: URL(fileURLWithPath: segment))
+            #expect(content.count % (16 << 10) == 0 && secondEnd < content.count)
+            let torn = content[end..<(end + (secondEnd - end) / 2)]
+            let handle = FileHandle(forWritingAtPath: segment)!
+            try handle.truncate(atOffset: UInt64(end))
+            try handle.seek(toOffset: UInt64(end))
+            handle.write(torn)
+            handle.write(Data(count: content.count - end - torn.count))
+            try handle.close()
+            store = try openStore(directory, options)
+            #expect(store.messages().map(\.id) == Array(ids.dropLast()))
+            #expect(store.activeEnd == Int64(end))
+            ids.removeLast()
+
+            // Enough to rotate: the old segment keeps its records only, everything reads back.
+            for seed in 10..<40 { ids.append(try await commit(store, messageBytes(3000, seed: seed)).id) }
+            store.close()
+            let segments = files(directory + "/log")
+            #expect(segments.count >= 2)
+            size = try FileManager.default.attributesOfItem(atPath: directory + "/log/" + segments[0])[.size] as! Int
+            #expect(size >= 64 << 10 && size % (16 << 10) != 0)
+            store = try openStore(directory, options)
+            defer { store.close() }
+            #expect(store.messages().map(\.id) == ids)
+            #expect(try readAll(store, ids[0]) == messageBytes(3000, seed: 0))
+            #expect(try readAll(store, ids.last!) == messageBytes(3000, seed: 39))
         }
     }
 

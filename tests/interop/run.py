@@ -339,7 +339,7 @@ def test_full_disk_refuses_with_452_and_keeps_what_it_acknowledged():
         tern = Tern(data_dir=os.path.join(mount, "data"), limits="max_message_size = 2000000")
         with tern:
             with open(filler, "wb") as f:
-                f.write(b"\0" * (19 * 1024 * 1024))
+                f.write(b"\0" * (16 * 1024 * 1024))
             body = b"x" * 998 + b"\r\n"
             big = b"Subject: %s\r\n\r\n" + body * 400
             accepted, refused_reply = [], None
