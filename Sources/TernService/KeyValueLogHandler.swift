@@ -25,21 +25,31 @@ public struct KeyValueLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var merged = metadata
-        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        let component = merged.removeValue(forKey: "component").map { "\($0)" } ?? label
-        var line = "time=\(Self.timestamp()) level=\(event.level) component=\(component)"
+        // Built as bytes, without merging the two metadata dictionaries: a busy server writes
+        // several lines per message. The event's own metadata wins over the logger's.
+        let extra = event.metadata ?? [:]
+        func value(_ key: String) -> Logger.MetadataValue? { extra[key] ?? metadata[key] }
+        var line: [UInt8] = []
+        line.reserveCapacity(320)
+        line.append(contentsOf: "time=".utf8)
+        Self.appendTimestamp(to: &line)
+        line.append(contentsOf: " level=".utf8)
+        line.append(contentsOf: event.level.rawValue.utf8)
+        line.append(contentsOf: " component=".utf8)
+        line.append(contentsOf: (value("component").map(Self.text) ?? label).utf8)
         // `event` and `queue_id` first: `grep queue_id=X` and the eye both find them at once.
         for key in ["event", "queue_id"] {
-            if let value = merged.removeValue(forKey: key) { Self.append(key, "\(value)", to: &line) }
+            if let found = value(key) { Self.append(key, Self.text(found), to: &line) }
         }
         Self.append("msg", "\(event.message)", to: &line)
-        for key in merged.keys.sorted() {
-            Self.append(key, "\(merged[key]!)", to: &line)
-        }
-        line += "\n"
-        var bytes = Array(line.utf8)
-        bytes.withUnsafeMutableBytes { buffer in
+        var rest: [(key: String, value: Logger.MetadataValue)] = []
+        rest.reserveCapacity(metadata.count + extra.count)
+        for (key, value) in metadata where !Self.placed.contains(key) && extra[key] == nil { rest.append((key, value)) }
+        for (key, value) in extra where !Self.placed.contains(key) { rest.append((key, value)) }
+        rest.sort { $0.key < $1.key }
+        for (key, value) in rest { Self.append(key, Self.text(value), to: &line) }
+        line.append(UInt8(ascii: "\n"))
+        line.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
                 let written = write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
@@ -52,11 +62,28 @@ public struct KeyValueLogHandler: LogHandler {
         }
     }
 
+    /// Keys written at fixed places, before the sorted rest.
+    private static let placed: Set<String> = ["component", "event", "queue_id"]
+
+    private static func text(_ value: Logger.MetadataValue) -> String {
+        if case .string(let string) = value { return string }
+        return value.description
+    }
+
+    /// Appends ` key=value` to a line being built.
     static func append(_ key: String, _ value: String, to line: inout String) {
-        line += " \(key)="
+        var bytes: [UInt8] = []
+        append(key, value, to: &bytes)
+        line += String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func append(_ key: String, _ value: String, to line: inout [UInt8]) {
+        line.append(UInt8(ascii: " "))
+        line.append(contentsOf: key.utf8)
+        line.append(UInt8(ascii: "="))
         // Most values (IDs, addresses, numbers) need neither quotes nor escapes.
         if !value.isEmpty, value.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != 0x22 && $0 != 0x3D && $0 != 0x5C }) {
-            line += value
+            line.append(contentsOf: value.utf8)
             return
         }
 
@@ -77,40 +104,40 @@ public struct KeyValueLogHandler: LogHandler {
             }
         }
         let needsQuotes = value.isEmpty || escaped != value || value.contains { $0 == " " || $0 == "=" }
-        line += needsQuotes ? "\"\(escaped)\"" : escaped
+        line.append(contentsOf: (needsQuotes ? "\"\(escaped)\"" : escaped).utf8)
     }
 
     /// `2026-11-23T10:00:00.123Z`, written digit by digit: Foundation's `String(format:)`
     /// cost more than everything else in a log line.
     static func timestamp() -> String {
+        var bytes: [UInt8] = []
+        appendTimestamp(to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func appendTimestamp(to line: inout [UInt8]) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         var time = now.tv_sec
         var parts = tm()
         gmtime_r(&time, &parts)
-        var bytes = [UInt8](repeating: 0, count: 24)
-        func put(_ value: Int, _ digits: Int, at offset: Int) {
+        func put(_ value: Int, _ digits: Int, then separator: UInt8?) {
+            var divisor = 1
+            for _ in 1..<digits { divisor *= 10 }
             var value = value
-            for index in stride(from: offset + digits - 1, through: offset, by: -1) {
-                bytes[index] = UInt8(48 + value % 10)
-                value /= 10
+            while divisor > 0 {
+                line.append(UInt8(48 + value / divisor % 10))
+                value %= divisor
+                divisor /= 10
             }
+            if let separator { line.append(separator) }
         }
-        put(Int(parts.tm_year) + 1900, 4, at: 0)
-        bytes[4] = UInt8(ascii: "-")
-        put(Int(parts.tm_mon) + 1, 2, at: 5)
-        bytes[7] = UInt8(ascii: "-")
-        put(Int(parts.tm_mday), 2, at: 8)
-        bytes[10] = UInt8(ascii: "T")
-        put(Int(parts.tm_hour), 2, at: 11)
-        bytes[13] = UInt8(ascii: ":")
-        put(Int(parts.tm_min), 2, at: 14)
-        bytes[16] = UInt8(ascii: ":")
-        put(Int(parts.tm_sec), 2, at: 17)
-        bytes[19] = UInt8(ascii: ".")
-        put(now.tv_nsec / 1_000_000, 3, at: 20)
-        bytes[23] = UInt8(ascii: "Z")
-        return String(decoding: bytes, as: UTF8.self)
+        put(Int(parts.tm_year) + 1900, 4, then: UInt8(ascii: "-"))
+        put(Int(parts.tm_mon) + 1, 2, then: UInt8(ascii: "-"))
+        put(Int(parts.tm_mday), 2, then: UInt8(ascii: "T"))
+        put(Int(parts.tm_hour), 2, then: UInt8(ascii: ":"))
+        put(Int(parts.tm_min), 2, then: UInt8(ascii: ":"))
+        put(Int(parts.tm_sec), 2, then: UInt8(ascii: "."))
+        put(now.tv_nsec / 1_000_000, 3, then: UInt8(ascii: "Z"))
     }
-
 }
