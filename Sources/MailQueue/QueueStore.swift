@@ -47,7 +47,7 @@ public final class QueueStore: @unchecked Sendable {
         public init(
             segmentSize: Int = 64 << 20, inlineLimit: Int = 1 << 20, spoolMemoryLimit: Int = 64 << 10,
             reserve: Int = 16 << 20, compactionAge: TimeInterval = 3600, groupCommitWindow: TimeInterval = 0.001,
-            lazySyncDelay: TimeInterval = 0.02, preallocation: Int = 4 << 20
+            lazySyncDelay: TimeInterval = 0.02, preallocation: Int = 1 << 20
         ) {
             self.segmentSize = segmentSize
             self.inlineLimit = inlineLimit

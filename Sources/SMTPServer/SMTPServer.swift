@@ -43,6 +43,8 @@ public struct SMTPServerSettings: Sendable {
     public var dataTimeout: TimeAmount
     /// Octets per second that DATA/BDAT content must average; 0 = no minimum.
     public var minimumDataRate: Int
+    /// How long into the content before the rate is judged (then every 5 s at most).
+    public var minimumDataRateGrace: TimeAmount
     public var maxConnections: Int
     public var maxConnectionsPerIP: Int
     public var trustedNetworks: [NetworkRange]
@@ -50,7 +52,8 @@ public struct SMTPServerSettings: Sendable {
     public init(
         hostname: String, listeners: [SMTPListener], limits: SMTPLimits = SMTPLimits(),
         commandTimeout: TimeAmount = .minutes(5), dataTimeout: TimeAmount = .minutes(10),
-        minimumDataRate: Int = 0, maxConnections: Int = 10_000, maxConnectionsPerIP: Int = 50,
+        minimumDataRate: Int = 0, minimumDataRateGrace: TimeAmount = .seconds(30), maxConnections: Int = 10_000,
+        maxConnectionsPerIP: Int = 50,
         trustedNetworks: [NetworkRange] = []
     ) {
         self.hostname = hostname
@@ -59,6 +62,7 @@ public struct SMTPServerSettings: Sendable {
         self.commandTimeout = commandTimeout
         self.dataTimeout = dataTimeout
         self.minimumDataRate = minimumDataRate
+        self.minimumDataRateGrace = minimumDataRateGrace
         self.maxConnections = maxConnections
         self.maxConnectionsPerIP = maxConnectionsPerIP
         self.trustedNetworks = trustedNetworks
@@ -185,7 +189,8 @@ public final class SMTPServer: Sendable {
                     try channel.pipeline.syncOperations.addHandlers(
                         SMTPTimeoutHandler(
                             hostname: settings.hostname, commandTimeout: settings.commandTimeout,
-                            dataTimeout: settings.dataTimeout, minimumDataRate: settings.minimumDataRate),
+                            dataTimeout: settings.dataTimeout, minimumDataRate: settings.minimumDataRate,
+                            rateGracePeriod: settings.minimumDataRateGrace),
                         SMTPSessionHandler(
                             server: context, listener: listener,
                             client: ClientFacts(address: address, isTrusted: trusted),

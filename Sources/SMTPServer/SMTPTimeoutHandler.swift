@@ -25,8 +25,10 @@ final class SMTPTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let dataTimeout: TimeAmount
     /// Octets per second; 0 disables the check.
     private let minimumDataRate: Int
-    /// The rate is judged only after this long in the data phase.
-    private let rateGracePeriod: TimeAmount = .seconds(30)
+    /// The rate is judged only after this long in the data phase, then every
+    /// `rateCheckInterval`.
+    private let rateGracePeriod: TimeAmount
+    private var rateCheckInterval: TimeAmount { min(rateGracePeriod, .seconds(5)) }
 
     private var phase = SMTPTimeoutPhase.command
     private var idleTimer: Scheduled<Void>?
@@ -36,8 +38,12 @@ final class SMTPTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var dataOctets = 0
     private var closing = false
 
-    init(hostname: String, commandTimeout: TimeAmount, dataTimeout: TimeAmount, minimumDataRate: Int) {
+    init(
+        hostname: String, commandTimeout: TimeAmount, dataTimeout: TimeAmount, minimumDataRate: Int,
+        rateGracePeriod: TimeAmount = .seconds(30)
+    ) {
         self.hostname = hostname
+        self.rateGracePeriod = rateGracePeriod
         self.commandTimeout = commandTimeout
         self.dataTimeout = dataTimeout
         self.minimumDataRate = minimumDataRate
@@ -128,15 +134,16 @@ final class SMTPTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// content began must reach the minimum, whatever the spacing of the reads.
     private func startRateTimer(context: ChannelHandlerContext) {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        rateTimer = context.eventLoop.scheduleRepeatedTask(initialDelay: rateGracePeriod, delay: .seconds(5)) { _ in
+        rateTimer = context.eventLoop.scheduleRepeatedTask(initialDelay: rateGracePeriod, delay: rateCheckInterval) {
+            _ in
             let (handler, context) = loopBound.value
             handler.checkRate(context: context)
         }
     }
 
     private func checkRate(context: ChannelHandlerContext) {
-        let seconds = max(1, (NIODeadline.now() - dataStarted).nanoseconds / 1_000_000_000)
-        if Int64(dataOctets) / seconds < Int64(minimumDataRate) {
+        let seconds = Double(max(1, (NIODeadline.now() - dataStarted).nanoseconds)) / 1e9
+        if Double(dataOctets) / seconds < Double(minimumDataRate) {
             close(context: context, reason: "Error: data rate too low")
         }
     }

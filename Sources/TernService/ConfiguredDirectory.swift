@@ -45,7 +45,8 @@ extension TernConfiguration {
         return SMTPServerSettings(
             hostname: hostname, listeners: listeners, limits: smtpLimits,
             commandTimeout: TimeAmount(limits.commandTimeout), dataTimeout: TimeAmount(limits.dataTimeout),
-            minimumDataRate: limits.minDataRate, maxConnections: limits.maxConnections,
+            minimumDataRate: limits.minDataRate, minimumDataRateGrace: TimeAmount(limits.minDataRateGrace),
+            maxConnections: limits.maxConnections,
             maxConnectionsPerIP: limits.maxConnectionsPerIP, trustedNetworks: relay.trustedNetworks)
     }
 }

@@ -150,8 +150,10 @@ func lookupError<T>(_ lookup: () async throws(DNSError) -> T) async -> DNSError?
             let error = await lookupError { () async throws(DNSError) in try await resolver.a("mx1.example.com") }
             let elapsed = clock.now - start
             #expect(error?.isTemporary == true)
+            // Two attempts of 200 ms each, and no hang: the upper bound leaves room for a
+            // machine busy with the rest of the suite.
             #expect(elapsed >= .milliseconds(380))
-            #expect(elapsed < .milliseconds(1500))
+            #expect(elapsed < .seconds(3))
             #expect(await server.received().count == 2)
         }
     }

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import select
 import smtplib
 import socket
 import subprocess
@@ -439,6 +440,56 @@ def test_timeouts_and_connection_limits():
         assert other.makefile("rb").readline().startswith(b"220")
         for s in (first, second, third, other):
             s.close()
+
+
+def test_min_data_rate_ends_slow_drip_content():
+    limits = 'min_data_rate = 2000\nmin_data_rate_grace = "1s"'
+    with Tern(limits=limits) as tern:
+
+        def open_data(client_name):
+            sock = socket.create_connection(("127.0.0.1", tern.port), timeout=15)
+            reader = sock.makefile("rb")
+            assert reader.readline().startswith(b"220")
+            sock.sendall(b"HELO %s\r\n" % client_name)
+            assert reader.readline().startswith(b"250")
+            sock.sendall(b"MAIL FROM:<a@client.example>\r\n")
+            assert reader.readline().startswith(b"250")
+            sock.sendall(b"RCPT TO:<alice@example.test>\r\n")
+            assert reader.readline().startswith(b"250")
+            sock.sendall(b"DATA\r\n")
+            assert reader.readline().startswith(b"354")
+            return sock, reader
+
+        # 40 octets every 0.2 s is 200 octets/s, a tenth of the minimum: 421 once the grace
+        # period is over, although the client never falls silent long enough for data_timeout.
+        sock, reader = open_data(b"slow")
+        start = time.monotonic()
+        received = b""
+        while b"\n" not in received and time.monotonic() - start < 10:
+            try:
+                sock.sendall(b"x" * 38 + b"\r\n")
+            except OSError:
+                pass
+            if select.select([sock], [], [], 0.2)[0]:
+                chunk = sock.recv(512)
+                if not chunk:
+                    break
+                received += chunk
+        elapsed = time.monotonic() - start
+        assert received.startswith(b"421 4.4.2") and b"data rate too low" in received, received
+        assert 0.9 < elapsed < 4, elapsed
+        sock.close()
+
+        # A client at full speed is not bothered, even after the grace period.
+        sock, reader = open_data(b"fast")
+        for _ in range(15):
+            sock.sendall(b"y" * 998 + b"\r\n" * 1)
+            sock.sendall(b"z" * 998 + b"\r\n")
+            time.sleep(0.1)
+        sock.sendall(b".\r\n")
+        line = reader.readline()
+        assert line.startswith(b"250 2.0.0"), line
+        sock.close()
 
 
 # ---- runner -------------------------------------------------------------------------------

@@ -181,6 +181,7 @@ struct ConfigurationReader {
         positive("max_header_size", &limits.maxHeaderSize)
         positive("max_received_headers", &limits.maxReceivedHeaders)
         positive("max_errors", &limits.maxErrors)
+        positive("min_data_rate_grace", &limits.minDataRateGrace)
         if let rate = integer(table, "limits", "min_data_rate") {
             if rate >= 0 { limits.minDataRate = rate } else { problem("limits.min_data_rate", "must not be negative") }
         }
@@ -189,6 +190,7 @@ struct ConfigurationReader {
             allowed: [
                 "max_message_size", "max_recipients", "max_connections", "max_connections_per_ip", "command_timeout",
                 "data_timeout", "max_header_size", "max_received_headers", "max_errors", "min_data_rate",
+                "min_data_rate_grace",
             ])
         return limits
     }

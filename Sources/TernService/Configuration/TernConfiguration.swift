@@ -64,6 +64,8 @@ public struct TernConfiguration: Sendable, Hashable {
         public var maxErrors = 20
         /// Octets per second DATA/BDAT must average; 0 = no minimum.
         public var minDataRate = 0
+        /// How far into the content the rate is first judged.
+        public var minDataRateGrace: Duration = .seconds(30)
 
         public init() {}
     }

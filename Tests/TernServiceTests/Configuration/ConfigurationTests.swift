@@ -156,6 +156,7 @@ func parsed(_ text: String) throws -> TernConfiguration {
             ["line 2: limits.data_timeout: expected a duration such as \"90s\", \"5m\", \"4h\" or \"5d\""]
         ),
         ("[limits]\ndata_timeout = \"0s\"", ["line 2: limits.data_timeout: must be longer than 0s"]),
+        ("[limits]\nmin_data_rate_grace = \"0s\"", ["line 2: limits.min_data_rate_grace: must be longer than 0s"]),
         ("[listen]\nsmtp = \"0.0.0.0:25\"", ["line 2: listen.smtp: expected an array of strings"]),
         ("[listen]\nsmtp = [25]", ["line 2: listen.smtp[0]: expected a string"]),
         (
@@ -373,6 +374,7 @@ func parsed(_ text: String) throws -> TernConfiguration {
         #expect(configuration.limits.maxReceivedHeaders == 100)
         #expect(configuration.limits.maxErrors == 20)
         #expect(configuration.limits.minDataRate == 0)
+        #expect(configuration.limits.minDataRateGrace == .seconds(30))
         #expect(configuration.relay.trustedNetworks.isEmpty)
         #expect(configuration.tls == nil)
         #expect(configuration.auth.passwdFile == nil)
@@ -390,7 +392,9 @@ func parsed(_ text: String) throws -> TernConfiguration {
             max_received_headers = 50
             max_errors = 5
             min_data_rate = 100
+            min_data_rate_grace = "10s"
             """)
+        #expect(configuration.limits.minDataRateGrace == .seconds(10))
         #expect(configuration.limits.maxHeaderSize == 65536)
         #expect(configuration.limits.maxReceivedHeaders == 50)
         #expect(configuration.limits.maxErrors == 5)
