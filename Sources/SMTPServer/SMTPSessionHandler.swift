@@ -46,6 +46,8 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     private var shutdownRequested = false
     /// Reading was paused (autoRead off) during a wait, because too much input piled up.
     private var readingPaused = false
+    /// The queue has the message of `incoming` and has not answered yet.
+    private var commitInFlight = false
     private var context: ChannelHandlerContext?
     /// Input a waiting session keeps before it stops reading.
     static let waitingInputLimit = 64 * 1024
@@ -84,8 +86,11 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        incoming?.spool.discard()
-        incoming = nil
+        // A message being committed belongs to the queue now; commitFinished settles it.
+        if !commitInFlight {
+            incoming?.spool.discard()
+            incoming = nil
+        }
         mode = .closed
         logger.info("disconnect", metadata: ["event": "disconnect", "messages": "\(session.messageCount)"])
         context.fireChannelInactive()
@@ -339,6 +344,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         let envelope = QueueEnvelope(transaction: transaction, clientAddress: clientAddress, heloName: session.heloName)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
+        commitInFlight = true
         server.queue.commit(message.spool, envelope: envelope) { result in
             eventLoop.execute {
                 loopBound.value.commitFinished(result, id: id, transaction: transaction, envelope: envelope)
@@ -353,8 +359,11 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         let spool = incoming?.spool
         incoming = nil
         queueID = nil
-        guard case .waiting = mode else { return }  // the connection is gone
-        mode = .command
+        commitInFlight = false
+        // The connection may be gone (the client did not wait for its reply): the message is
+        // queued all the same, and must be logged and handed to delivery.
+        let connected: Bool
+        if case .waiting = mode { connected = true } else { connected = false }
         switch result {
         case .success(let queued):
             logger.info(
@@ -364,14 +373,19 @@ final class SMTPSessionHandler: ChannelInboundHandler {
                     "nrcpt": "\(envelope.recipients.count)", "proto": "\(receivedProtocol(transaction).rawValue)",
                 ])
             server.onQueued(queued)
+            guard connected else { break }
+            mode = .command
             perform(session.messageQueued(id: "\(id)"))
         case .failure(let error):
             logger.error(
                 "queue commit failed", metadata: ["event": "reject", "error": "\(error)", "reply": "452 4.3.1"])
             spool?.discard()
+            guard connected else { break }
+            mode = .command
             perform(session.messageFailed(SMTPReply(452, EnhancedStatusCode(4, 3, 1), "Insufficient system storage")))
         }
         logger[metadataKey: "queue_id"] = nil
+        guard connected else { return }
         if shutdownRequested {
             shutDown()
             return
