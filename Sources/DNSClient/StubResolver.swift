@@ -21,16 +21,19 @@ public struct StubResolver: Resolver {
     public let timeout: Duration
     public let attempts: Int
     public let eventLoopGroup: any EventLoopGroup
+    /// Outcomes kept for their TTL; nil asks the servers every time.
+    public let cache: DNSCache?
 
     public init(
         servers: [SocketAddress], timeout: Duration = DNSLimits.timeout,
         attempts: Int = DNSLimits.attempts,
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, cache: DNSCache? = nil
     ) {
         self.servers = servers
         self.timeout = timeout
         self.attempts = max(1, attempts)
         self.eventLoopGroup = eventLoopGroup
+        self.cache = cache
     }
 
     /// Servers as numeric text: `192.0.2.53`, `192.0.2.53:5353`, `2001:db8::53`,
@@ -38,14 +41,15 @@ public struct StubResolver: Resolver {
     public init(
         servers: [String], timeout: Duration = DNSLimits.timeout,
         attempts: Int = DNSLimits.attempts,
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, cache: DNSCache? = nil
     ) throws(DNSError) {
         var addresses: [SocketAddress] = []
         for server in servers {
             addresses.append(try Self.serverAddress(server))
         }
         self.init(
-            servers: addresses, timeout: timeout, attempts: attempts, eventLoopGroup: eventLoopGroup)
+            servers: addresses, timeout: timeout, attempts: attempts, eventLoopGroup: eventLoopGroup,
+            cache: cache)
     }
 
     /// Parses one server address in the forms `init(servers:)` accepts; port 53 by default.
@@ -120,10 +124,20 @@ public struct StubResolver: Resolver {
 
     // MARK: Lookup
 
-    /// Every typed lookup comes through here; a cache belongs in front of `exchange`.
+    /// Every typed lookup comes through here, and through the cache when there is one.
     public func query(_ name: DNSName, type: DNSRecordType) async throws(DNSError) -> DNSAnswer<[DNSRecordData]> {
+        if let cached = cache?.lookup(name, type: type) { return try cached.get() }
         let reply = try await exchange(name: name, type: type)
-        return try Self.answer(from: reply, name: name, type: type)
+        do throws(DNSError) {
+            let answer = try Self.answer(from: reply, name: name, type: type)
+            cache?.store(answer, for: name, type: type)
+            return answer
+        } catch {
+            if let cache, let ttl = DNSCache.negativeTTL(of: reply) {
+                cache.storeNegative(error, ttl: ttl, for: name, type: type)
+            }
+            throw error
+        }
     }
 
     /// Asks the servers in order, `attempts` rounds, until one gives a definite reply

@@ -36,9 +36,10 @@ public enum TernApplication {
             queue: queue, directory: directory, threadPool: threadPool, logger: logger.component("delivery"))
 
         // `[dns] servers`, else /etc/resolv.conf. Each query is bounded (2 s × 2 attempts), and
-        // the reverse lookup of a client as a whole by ReverseName's own limit.
+        // the reverse lookup of a client as a whole by ReverseName's own limit. Answers and
+        // permanent "no"s are cached for their TTL (DNSCache); failures never are.
         let servers = configuration.dns.servers?.map { "[\($0.host)]:\($0.port)" } ?? StubResolver.systemServers()
-        let resolver = try StubResolver(servers: servers, timeout: .seconds(2), attempts: 2)
+        let resolver = try StubResolver(servers: servers, timeout: .seconds(2), attempts: 2, cache: DNSCache())
         let server = SMTPServer(
             settings: configuration.smtpServerSettings, policy: policy, queue: queue,
             reverseLookup: { address in await ReverseName.confirmed(for: address, resolver: resolver) },
