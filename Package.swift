@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "tern", targets: ["TernCommand"]),
         .executable(name: "SMTPFuzzer", targets: ["SMTPFuzzer"]),
+        .executable(name: "DNSFuzzer", targets: ["DNSFuzzer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -104,9 +105,15 @@ let package = Package(
             dependencies: ["SMTPProtocol", "MailMessage"],
             swiftSettings: strict
         ),
+        .executableTarget(
+            // libFuzzer entry point for the DNS message parser; see docs/testing.md.
+            name: "DNSFuzzer",
+            dependencies: ["DNSClient", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"], exclude: ["FuzzCorpus"]),
         .testTarget(name: "MailMessageTests", dependencies: ["MailMessage"]),
-        .testTarget(name: "DNSClientTests", dependencies: ["DNSClient"]),
+        .testTarget(name: "DNSClientTests", dependencies: ["DNSClient"], exclude: ["FuzzCorpus"]),
         .testTarget(
             name: "MailQueueTests",
             dependencies: [

@@ -115,7 +115,7 @@ public final class DNSCache: Sendable {
 
     /// RFC 2308 §5: how long a negative reply may be kept, from the SOA in its authority
     /// section; nil when there is none.
-    static func negativeTTL(of reply: DNSMessage) -> UInt32? {
+    public static func negativeTTL(of reply: DNSMessage) -> UInt32? {
         for record in reply.authority where record.type == .soa {
             if case .soa(let soa) = record.data { return min(record.ttl, soa.minimum) }
         }

@@ -173,7 +173,7 @@ public struct StubResolver: Resolver {
 
     /// Reads the answer to `name`/`type` out of a NOERROR or NXDOMAIN reply, following CNAMEs
     /// within the answer section (RFC 1034 §3.6.2) up to `DNSLimits.cnameChain` links.
-    static func answer(
+    public static func answer(
         from reply: DNSMessage, name: DNSName, type: DNSRecordType
     ) throws(DNSError) -> DNSAnswer<[DNSRecordData]> {
         switch reply.responseCode {
