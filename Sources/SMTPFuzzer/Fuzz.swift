@@ -26,7 +26,36 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     checkFramer(input, chunkSize: chunkSize)
     checkDataDecoder(input, chunkSize: chunkSize)
     checkEncoderRoundTrip(input)
+    checkReplyParser(input, chunkSize: chunkSize)
     return 0
+}
+
+/// The client's reply parser: whatever a server sends, the replies (or the error) do not
+/// depend on how the bytes were split.
+private func checkReplyParser(_ input: [UInt8], chunkSize: Int) {
+    func parse(_ pieces: [ByteBuffer]) -> [String] {
+        var parser = SMTPReplyParser(maxLineLength: 64)
+        var out: [String] = []
+        for piece in pieces {
+            parser.append(piece)
+            do throws(SMTPReplyError) {
+                while let reply = try parser.nextReply() {
+                    precondition(!reply.lines.isEmpty && (200..<600).contains(reply.code), "impossible reply")
+                    out.append("\(reply.code) \(reply.enhanced.map { "\($0)" } ?? "-") \(reply.lines)")
+                }
+            } catch {
+                out.append("error \(error)")
+                return out
+            }
+        }
+        return out
+    }
+    let whole = parse([ByteBuffer(bytes: input)])
+    let split = parse(chunks(input, size: chunkSize))
+    // An over-long line may be noticed before its end arrives: only the replies before it count.
+    if whole.last?.hasPrefix("error") != true && split.last?.hasPrefix("error") != true {
+        precondition(whole == split, "reply parsing depends on chunking")
+    }
 }
 
 private func chunks(_ input: [UInt8], size: Int) -> [ByteBuffer] {
