@@ -102,13 +102,15 @@ let package = Package(
         // libFuzzer entry point; see docs/testing.md and ../shared/FUZZING.md.
         .executableTarget(
             name: "SMTPFuzzer",
-            dependencies: ["SMTPProtocol", "MailMessage"],
+            dependencies: ["SMTPProtocol", "MailMessage", "FuzzSupport"],
             swiftSettings: strict
         ),
+        // Replaying corpus files when a fuzz target is built without libFuzzer.
+        .target(name: "FuzzSupport", swiftSettings: strict),
         .executableTarget(
             // libFuzzer entry point for the DNS message parser; see docs/testing.md.
             name: "DNSFuzzer",
-            dependencies: ["DNSClient", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["DNSClient", "FuzzSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(name: "SMTPProtocolTests", dependencies: ["SMTPProtocol"], exclude: ["FuzzCorpus"]),

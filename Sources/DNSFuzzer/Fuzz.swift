@@ -1,4 +1,5 @@
 import DNSClient
+import FuzzSupport
 import NIOCore
 
 // libFuzzer target for the DNS message parser (see docs/testing.md and shared/FUZZING.md).
@@ -55,18 +56,7 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     @main
     struct DNSFuzzerReplay {
         static func main() {
-            for path in CommandLine.arguments.dropFirst() {
-                guard let file = fopen(path, "rb") else { continue }
-                var bytes: [UInt8] = []
-                var chunk = [UInt8](repeating: 0, count: 4096)
-                while true {
-                    let count = fread(&chunk, 1, chunk.count, file)
-                    if count <= 0 { break }
-                    bytes += chunk[..<count]
-                }
-                fclose(file)
-                _ = bytes.withUnsafeBufferPointer { fuzzOneInput($0.baseAddress, $0.count) }
-            }
+            FuzzReplay.run(CommandLine.arguments.dropFirst(), fuzzOneInput)
         }
     }
 #endif

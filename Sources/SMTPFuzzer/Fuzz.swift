@@ -1,3 +1,4 @@
+import FuzzSupport
 import NIOCore
 import SMTPProtocol
 
@@ -156,18 +157,7 @@ extension ByteBufferView {
     @main
     struct SMTPFuzzerReplay {
         static func main() {
-            for path in CommandLine.arguments.dropFirst() {
-                guard let file = fopen(path, "rb") else { continue }
-                var bytes: [UInt8] = []
-                var chunk = [UInt8](repeating: 0, count: 4096)
-                while true {
-                    let count = fread(&chunk, 1, chunk.count, file)
-                    if count <= 0 { break }
-                    bytes += chunk[..<count]
-                }
-                fclose(file)
-                _ = bytes.withUnsafeBufferPointer { fuzzOneInput($0.baseAddress, $0.count) }
-            }
+            FuzzReplay.run(CommandLine.arguments.dropFirst(), fuzzOneInput)
         }
     }
 #endif

@@ -99,16 +99,22 @@ public enum RouteError: Error, Sendable, Hashable, CustomStringConvertible {
 ///
 /// Results say whether a failure is permanent (bounce) or temporary (defer).
 public struct MXRouter: Sendable {
-    /// `[delivery] relayhost`: send everything to this host (or its MX when `lookupMX`).
-    public struct Relayhost: Sendable, Hashable {
+    /// `[delivery] relayhost`, in Postfix's notation: `[host]:port` sends everything to that
+    /// host; `host:port` without brackets looks up the MX records of `host` first.
+    public struct Relayhost: Sendable, Hashable, CustomStringConvertible {
         public var host: String
         public var port: Int
+        /// False for `[host]` (and for IP addresses): connect to `host` itself.
         public var lookupMX: Bool
 
-        public init(host: String, port: Int, lookupMX: Bool) {
+        public init(host: String, port: Int = 25, lookupMX: Bool = false) {
             self.host = host
             self.port = port
             self.lookupMX = lookupMX
+        }
+
+        public var description: String {
+            lookupMX ? "\(host):\(port)" : "[\(host)]:\(port)"
         }
     }
 

@@ -1,3 +1,4 @@
+import MailDelivery
 import MailPolicy
 
 /// Everything `tern.toml` says (SPEC §1.2), checked and with every default filled in.
@@ -162,24 +163,8 @@ public enum LocalDelivery: Sendable, Hashable {
     case lmtpTCP(ServiceAddress)
 }
 
-/// `[delivery] relayhost`, in Postfix's notation: `[host]:port` sends to that host;
-/// `host:port` without brackets looks up the MX records of `host` first.
-public struct Relayhost: Sendable, Hashable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-    /// False for `[host]` (and for IP addresses): connect to `host` itself.
-    public var lookupMX: Bool
-
-    public init(host: String, port: Int = 25, lookupMX: Bool = false) {
-        self.host = host
-        self.port = port
-        self.lookupMX = lookupMX
-    }
-
-    public var description: String {
-        lookupMX ? "\(host):\(port)" : "[\(host)]:\(port)"
-    }
-}
+/// `[delivery] relayhost`: the router's own type, so that the configuration hands it over as is.
+public typealias Relayhost = MXRouter.Relayhost
 
 /// One DNSBL or DNSWL zone with the weight a listing adds to the score.
 public struct DNSListZone: Sendable, Hashable {
