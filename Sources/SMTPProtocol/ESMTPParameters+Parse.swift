@@ -61,7 +61,25 @@ struct ESMTPParameter {
 ///
 /// The decoded text must be valid UTF-8 (RFC 6533 allows UTF-8 under SMTPUTF8) without control
 /// characters: `+0D+0A` would otherwise carry a line break into a DSN's headers.
-enum XText {
+public enum XText {
+    /// `text` as xtext: `+`, `=`, controls, space and octets above 126 as `+XX` (a client
+    /// passing ENVID and ORCPT on, RFC 3461 §4).
+    public static func encode(_ text: String) -> String {
+        var encoded = ""
+        encoded.reserveCapacity(text.utf8.count)
+        for byte in text.utf8 {
+            if (33...126).contains(byte), byte != UInt8(ascii: "+"), byte != UInt8(ascii: "=") {
+                encoded.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                let hex = Array("0123456789ABCDEF".utf8)
+                encoded += "+"
+                encoded.unicodeScalars.append(Unicode.Scalar(hex[Int(byte >> 4)]))
+                encoded.unicodeScalars.append(Unicode.Scalar(hex[Int(byte & 15)]))
+            }
+        }
+        return encoded
+    }
+
     static func decode(_ bytes: ArraySlice<UInt8>) -> String? {
         var decoded: [UInt8] = []
         decoded.reserveCapacity(bytes.count)

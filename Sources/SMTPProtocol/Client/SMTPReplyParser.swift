@@ -47,6 +47,9 @@ public struct SMTPReplyParser: Sendable {
         self.maxLineLength = maxLineLength
     }
 
+    /// Nothing is buffered: no reply, and no part of one.
+    public var isEmpty: Bool { buffer.readableBytes == 0 && code == nil }
+
     public mutating func append(_ bytes: ByteBuffer) {
         var bytes = bytes
         buffer.writeBuffer(&bytes)
