@@ -5,12 +5,15 @@ import MailPolicy
 import MailQueue
 import NIOCore
 import NIOPosix
+import SMTPProtocol
 import Synchronization
 
-/// Takes queued messages to their recipients: local mailboxes now; remote domains stay
-/// deferred ("no route yet") until outbound delivery exists. Work comes from two places: the
+/// Takes queued messages to their recipients (SPEC §2.3): local mailboxes through Maildir or
+/// LMTP, remote domains through a `RemoteTransport`; retries on `[delivery] retry`, bounces
+/// after `max_queue_time`, warns once after `delay_warning`. Work comes from two places: the
 /// server announces each new message, and a periodic scan of the queue finds everything due
-/// (retries, and whatever was pending when Tern last stopped).
+/// (retries, and whatever was pending when Tern last stopped). Only the ids of messages waiting
+/// for a worker are in memory, and at most `waitingLimit` of them.
 public final class DeliveryScheduler: Sendable {
     public struct Settings: Sendable {
         public var hostname: String
@@ -18,26 +21,40 @@ public final class DeliveryScheduler: Sendable {
         public var mailRoot: String
         /// `[delivery] retry`: the delay before attempt n+1; the last value repeats.
         public var retry: [Duration]
+        /// `[delivery] max_queue_time`: a recipient still deferred after this bounces.
+        public var maxQueueTime: Duration
+        /// `[delivery] delay_warning`: when the sender hears that delivery is late; nil: never.
+        public var delayWarning: Duration?
+        /// Where a failed notice to the null sender goes, once (`postmaster@<first domain>`).
+        public var postmaster: String
+        /// `[delivery] local = "lmtp:…"`: local mailboxes get their mail over LMTP.
+        public var lmtp: LMTPDelivery?
         /// Messages delivered at once.
         public var concurrency: Int
         public var scanInterval: Duration
 
         public init(
-            hostname: String, mailRoot: String, retry: [Duration], concurrency: Int = 8,
-            scanInterval: Duration = .seconds(5)
+            hostname: String, mailRoot: String, retry: [Duration], maxQueueTime: Duration = .seconds(5 * 86400),
+            delayWarning: Duration? = .seconds(4 * 3600), postmaster: String = "postmaster", lmtp: LMTPDelivery? = nil,
+            concurrency: Int = 64, scanInterval: Duration = .seconds(5)
         ) {
             self.hostname = hostname
             self.mailRoot = mailRoot
             self.retry = retry.isEmpty ? [.seconds(60)] : retry
+            self.maxQueueTime = maxQueueTime
+            self.delayWarning = delayWarning
+            self.postmaster = postmaster
+            self.lmtp = lmtp
             self.concurrency = max(1, concurrency)
             self.scanInterval = scanInterval
         }
     }
 
-    private let settings: Settings
-    private let queue: QueueStore
+    let settings: Settings
+    let queue: QueueStore
+    private let transport: any RemoteTransport
     private let directory: any LocalRecipientDirectory
-    private let threadPool: NIOThreadPool
+    let threadPool: NIOThreadPool
     private let logger: Logger
     private let work = Mutex(WorkQueue())
 
@@ -55,11 +72,12 @@ public final class DeliveryScheduler: Sendable {
     static let waitingLimit = 100_000
 
     public init(
-        settings: Settings, queue: QueueStore, directory: any LocalRecipientDirectory, threadPool: NIOThreadPool,
-        logger: Logger
+        settings: Settings, queue: QueueStore, directory: any LocalRecipientDirectory,
+        transport: any RemoteTransport, threadPool: NIOThreadPool, logger: Logger
     ) {
         self.settings = settings
         self.queue = queue
+        self.transport = transport
         self.directory = directory
         self.threadPool = threadPool
         self.logger = logger
@@ -97,6 +115,13 @@ public final class DeliveryScheduler: Sendable {
                         try? await Task.sleep(for: self.settings.scanInterval)
                     }
                 }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(1))
+                        await self.transport.closeIdleConnections(all: false)
+                    }
+                    await self.transport.closeIdleConnections(all: true)
+                }
                 for _ in 0..<settings.concurrency {
                     group.addTask {
                         while let id = await self.nextMessage() {
@@ -132,64 +157,125 @@ public final class DeliveryScheduler: Sendable {
         _ = work.withLock { $0.claimed.remove(id) }
     }
 
-    /// One pass over a message: every recipient that is due gets one attempt. `finished` runs
-    /// once what the pass learned is recorded, which may be after this returns: deferrals and a
-    /// removal are written without waiting for their sync (losing one in a crash only means an
-    /// earlier retry, or a message found fully delivered at the next pass).
+    /// One pass over a message: every recipient that is due gets one attempt, local ones in
+    /// turn, each remote domain in parallel. `finished` runs once what the pass learned is
+    /// recorded, which may be after this returns: deferrals alone are written without waiting
+    /// for their sync (losing one in a crash only means an earlier retry).
+    ///
+    /// Order matters for what a crash may cost. A notice (bounce, delay warning) is queued
+    /// before the state that caused it is recorded, and deliveries and bounces are recorded
+    /// before `finished`: a crash in between repeats a notice, never loses one, and never
+    /// delivers a recipient twice because its delivery went unrecorded.
     func deliver(_ id: QueueID, finished: @escaping @Sendable () -> Void) async {
         guard let message = queue.message(id), !message.held else { return finished() }
         var logger = self.logger
         logger[metadataKey: "queue_id"] = "\(id)"
         let now = Date()
-        var deferrals: [Int: RecipientChange] = [:]
-        var final = 0
-        for (index, recipient) in message.envelope.recipients.enumerated() {
-            if recipient.isFinal { final += 1 }
-            let due =
-                recipient.status == .pending
-                || (recipient.status == .deferred && (recipient.nextAttempt ?? .distantPast) <= now)
-            guard due else { continue }
-            let outcome = await attempt(message, recipient: recipient)
+        var local: [Int] = []
+        var remote: [String: [Int]] = [:]
+        for (index, recipient) in message.envelope.recipients.enumerated() where recipient.isDue(at: now) {
+            let domain = Self.domain(of: recipient.address)
+            if directory.isLocalDomain(domain) {
+                local.append(index)
+            } else {
+                remote[domain, default: []].append(index)
+            }
+        }
+        var outcomes: [(index: Int, outcome: DeliveryOutcome)] = []
+        if let lmtp = settings.lmtp, !local.isEmpty {
+            outcomes += await deliverOverLMTP(message, local, lmtp)
+        } else {
+            for index in local {
+                outcomes.append((index, await deliverLocally(message, recipient: message.envelope.recipients[index])))
+            }
+        }
+        if !remote.isEmpty {
+            outcomes += await deliverRemotely(message, groups: remote)
+        }
+        await record(message, outcomes: outcomes, logger: logger, finished: finished)
+    }
+
+    /// Turns outcomes into queue state, log lines and notices.
+    private func record(
+        _ message: QueuedMessage, outcomes: [(index: Int, outcome: DeliveryOutcome)], logger: Logger,
+        finished: @escaping @Sendable () -> Void
+    ) async {
+        let id = message.id
+        let now = Date()
+        let age = now.timeIntervalSince(message.arrival)
+        let expiry = message.arrival.addingTimeInterval(Self.timeInterval(settings.maxQueueTime))
+        var changes: [Int: RecipientChange] = [:]
+        var failed: [(QueuedRecipient, DeliveryOutcome)] = []
+        var mustWait = false
+        for (index, var outcome) in outcomes {
+            let recipient = message.envelope.recipients[index]
             let attempts = recipient.attempts + 1
-            let delay = Date().timeIntervalSince(message.arrival)
-            switch outcome {
-            case .delivered(let detail):
+            var metadata: Logger.Metadata = [
+                "to": "<\(recipient.address)>", "delay": "\(Self.seconds(age))", "dsn": "\(outcome.status)",
+            ]
+            if let relay = outcome.relay { metadata["relay"] = "\(relay)" }
+            if let tls = outcome.tls { metadata["tls"] = "\(tls)" }
+            if outcome.kind == .deferred, now >= expiry {
+                // RFC 5321 §4.5.4.1: give up after the queue lifetime; the last reason goes along.
+                outcome = DeliveryOutcome(
+                    kind: .bounced, status: "4.4.7",
+                    text: "delivery time expired after \(Self.durationText(settings.maxQueueTime)): \(outcome.logText)",
+                    remoteMTA: outcome.remoteMTA, relay: outcome.relay)
+            }
+            switch outcome.kind {
+            case .delivered:
+                changes[index] = RecipientChange(status: .delivered, attempts: attempts)
+                mustWait = true
+                metadata["event"] = "delivered"
+                metadata["status"] = "sent"
+                metadata["detail"] = "\(outcome.logText)"
+                logger.info("delivered", metadata: metadata)
+            case .deferred:
+                let next = min(now.addingTimeInterval(retryDelay(afterAttempt: attempts)), expiry)
+                changes[index] = RecipientChange(
+                    status: .deferred, attempts: attempts, nextAttempt: max(next, now), lastError: outcome.recorded)
+                metadata["event"] = "deferred"
+                metadata["status"] = "deferred"
+                metadata["reason"] = "\(outcome.logText)"
+                metadata["next_attempt"] = "\(Int(next.timeIntervalSince1970))"
+                logger.info("deferred", metadata: metadata)
+            case .bounced:
+                changes[index] = RecipientChange(status: .bounced, attempts: attempts, lastError: outcome.recorded)
+                mustWait = true
+                failed.append((recipient, outcome))
+                metadata["event"] = "bounced"
+                metadata["status"] = "bounced"
+                metadata["reason"] = "\(outcome.logText)"
+                logger.info("bounced", metadata: metadata)
+            }
+        }
+        if !failed.isEmpty {
+            await notifyFailure(message, failed: failed, logger: logger)
+        }
+        await warnOfDelayIfDue(message, changes: changes, now: now, logger: logger)
+
+        var recipients = message.envelope.recipients
+        for (index, change) in changes { recipients[index].status = change.status }
+        let allFinal = recipients.allSatisfy(\.isFinal)
+        if !changes.isEmpty {
+            if mustWait {
                 do {
-                    // Waited for: a delivery recorded as pending again would be a duplicate.
-                    try await queue.update(
-                        id, recipient: index, status: .delivered, attempts: attempts, nextAttempt: nil, lastError: nil)
+                    try await queue.update(id, recipients: changes)
                 } catch {
                     logger.error("queue update failed", metadata: ["event": "error", "error": "\(error)"])
                     return finished()
                 }
-                final += 1
-                logger.info(
-                    "delivered",
-                    metadata: [
-                        "event": "delivered", "to": "<\(recipient.address)>", "relay": "maildir",
-                        "delay": "\(Self.seconds(delay))", "status": "sent", "detail": "\(detail)",
-                    ])
-            case .deferred(let reason):
-                let next = Date().addingTimeInterval(retryDelay(afterAttempt: attempts))
-                deferrals[index] = RecipientChange(
-                    status: .deferred, attempts: attempts, nextAttempt: next, lastError: reason)
-                logger.info(
-                    "deferred",
-                    metadata: [
-                        "event": "deferred", "to": "<\(recipient.address)>",
-                        "delay": "\(Self.seconds(delay))", "status": "deferred", "reason": "\(reason)",
-                        "next_attempt": "\(Int(next.timeIntervalSince1970))",
-                    ])
+            } else {
+                queue.update(id, recipients: changes) { [logger] error in
+                    if let error {
+                        logger.error("queue update failed", metadata: ["event": "error", "error": "\(error)"])
+                    }
+                    finished()
+                }
+                return
             }
         }
-        if !deferrals.isEmpty {
-            queue.update(id, recipients: deferrals) { [logger] error in
-                if let error { logger.error("queue update failed", metadata: ["event": "error", "error": "\(error)"]) }
-                finished()
-            }
-            return
-        }
-        guard final == message.envelope.recipients.count else { return finished() }
+        guard allFinal else { return finished() }
         queue.remove(id) { [logger] error in
             if let error {
                 logger.error("queue remove failed", metadata: ["event": "error", "error": "\(error)"])
@@ -200,22 +286,127 @@ public final class DeliveryScheduler: Sendable {
         }
     }
 
-    enum Outcome {
-        case delivered(String)
-        case deferred(String)
+    /// The remote recipients, one transfer per domain, the domains in parallel.
+    private func deliverRemotely(
+        _ message: QueuedMessage, groups: [String: [Int]]
+    ) async -> [(index: Int, outcome: DeliveryOutcome)] {
+        let content = contentReader(message.id)
+        let eightBit = await needsEightBit(message)
+        let envelope = message.envelope
+        let transport = self.transport
+        return await withTaskGroup(of: [(index: Int, outcome: DeliveryOutcome)].self) { group in
+            for (domain, indices) in groups {
+                let recipients = indices.map { envelope.recipients[$0] }
+                let outbound = OutboundMessage(
+                    envelope: SMTPClientSession.Envelope(
+                        sender: envelope.sender,
+                        recipients: recipients.map(Self.clientRecipient),
+                        size: message.size, eightBit: eightBit,
+                        smtpUTF8: envelope.smtpUTF8
+                            && !([envelope.sender] + recipients.map(\.address)).allSatisfy(Self.isASCII),
+                        ret: envelope.dsnReturn.flatMap(DSNReturn.init(rawValue:)), envelopeID: envelope.envelopeID),
+                    content: content)
+                group.addTask {
+                    let outcomes = await transport.deliver(outbound, domain: domain)
+                    return Array(zip(indices, outcomes)).map { (index: $0.0, outcome: $0.1) }
+                }
+            }
+            var all: [(index: Int, outcome: DeliveryOutcome)] = []
+            for await part in group { all += part }
+            return all
+        }
     }
 
-    private func attempt(_ message: QueuedMessage, recipient: QueuedRecipient) async -> Outcome {
-        guard let at = recipient.address.lastIndex(of: "@") else {
-            return .deferred("5.1.3 recipient address has no domain")
+    /// Opens the message's content from the queue; reads run on the thread pool.
+    func contentReader(_ id: QueueID) -> @Sendable () async throws -> MessageContentReader {
+        let queue = self.queue
+        let threadPool = self.threadPool
+        return {
+            let reader = try await threadPool.runIfActive { try queue.readData(id) }
+            return { try await threadPool.runIfActive { try reader.next(maxBytes: 64 * 1024) } }
         }
-        let localPart = recipient.address[..<at].lowercased()
-        let domain = recipient.address[recipient.address.index(after: at)...].lowercased()
-        guard directory.isLocalDomain(domain) else {
-            return .deferred("4.4.0 no route yet: outbound delivery is not enabled in this version")
+    }
+
+    /// The message was received as 8BITMIME (or BINARYMIME) and has octets above 127: only
+    /// then does a server have to offer 8BITMIME (RFC 6152 §3). Many clients declare it for
+    /// plain ASCII.
+    private func needsEightBit(_ message: QueuedMessage) async -> Bool {
+        guard let body = message.envelope.bodyType, body != "7BIT" else { return false }
+        do {
+            let open = contentReader(message.id)
+            let next = try await open()
+            while let chunk = try await next() {
+                if chunk.readableBytesView.contains(where: { $0 >= 0x80 }) { return true }
+            }
+            return false
+        } catch {
+            return true
         }
+    }
+
+    private static func clientRecipient(_ recipient: QueuedRecipient) -> SMTPClientSession.Recipient {
+        var original: OriginalRecipient?
+        if let text = recipient.originalRecipient, let semicolon = text.firstIndex(of: ";") {
+            original = OriginalRecipient(
+                addressType: String(text[..<semicolon]), address: String(text[text.index(after: semicolon)...]))
+        }
+        return SMTPClientSession.Recipient(
+            address: recipient.address, notify: recipient.notify.map(DSNNotify.init(rawValue:)),
+            originalRecipient: original)
+    }
+
+    private static func isASCII(_ text: String) -> Bool { text.utf8.allSatisfy { $0 < 0x80 } }
+
+    static func domain(of address: String) -> String {
+        guard let at = address.lastIndex(of: "@") else { return "" }
+        return address[address.index(after: at)...].lowercased()
+    }
+
+    /// The local recipients in one LMTP transaction; those without a mailbox bounce first.
+    private func deliverOverLMTP(
+        _ message: QueuedMessage, _ indices: [Int], _ lmtp: LMTPDelivery
+    ) async -> [(index: Int, outcome: DeliveryOutcome)] {
+        var outcomes: [(index: Int, outcome: DeliveryOutcome)] = []
+        var existing: [Int] = []
+        for index in indices {
+            switch localMailbox(message.envelope.recipients[index].address) {
+            case .found: existing.append(index)
+            case .missing(let outcome): outcomes.append((index, outcome))
+            }
+        }
+        guard !existing.isEmpty else { return outcomes }
+        let results = await lmtp.deliver(
+            message, recipients: existing.map { message.envelope.recipients[$0] },
+            eightBit: await needsEightBit(message), content: contentReader(message.id))
+        return outcomes + zip(existing, results).map { (index: $0.0, outcome: $0.1) }
+    }
+
+    private enum LocalMailbox {
+        case found(domain: String, mailbox: String)
+        /// The bounce for an address without a mailbox.
+        case missing(DeliveryOutcome)
+    }
+
+    private func localMailbox(_ address: String) -> LocalMailbox {
+        guard let at = address.lastIndex(of: "@") else {
+            return .missing(DeliveryOutcome(kind: .bounced, status: "5.1.3", text: "recipient address has no domain"))
+        }
+        let localPart = address[..<at].lowercased()
+        let domain = address[address.index(after: at)...].lowercased()
         guard let mailbox = mailboxName(localPart: localPart, domain: domain) else {
-            return .deferred("5.1.1 mailbox \(localPart)@\(domain) no longer exists")
+            return .missing(
+                DeliveryOutcome(kind: .bounced, status: "5.1.1", text: "mailbox \(localPart)@\(domain) does not exist"))
+        }
+        return .found(domain: domain, mailbox: mailbox)
+    }
+
+    /// Delivers into the recipient's Maildir (SPEC §1.3).
+    private func deliverLocally(_ message: QueuedMessage, recipient: QueuedRecipient) async -> DeliveryOutcome {
+        let domain: String
+        let mailbox: String
+        switch localMailbox(recipient.address) {
+        case .found(let foundDomain, let foundMailbox): (domain, mailbox) = (foundDomain, foundMailbox)
+        case .missing(let outcome): return outcome
         }
         let maildir = Maildir(path: "\(settings.mailRoot)/\(domain)/\(mailbox)")
         let prefix = TraceHeaders.returnPath(message.envelope.sender) + TraceHeaders.deliveredTo(recipient.address)
@@ -228,9 +419,10 @@ public final class DeliveryScheduler: Sendable {
                     try reader.next(maxBytes: 256 * 1024)
                 }
             }
-            return .delivered("new/\(name)")
+            return DeliveryOutcome(kind: .delivered, status: "2.0.0", text: "new/\(name)", relay: "maildir")
         } catch {
-            return .deferred("4.3.0 maildir delivery failed: \(error)")
+            return DeliveryOutcome(
+                kind: .deferred, status: "4.3.0", text: "maildir delivery failed: \(error)", relay: "maildir")
         }
     }
 
@@ -255,7 +447,19 @@ public final class DeliveryScheduler: Sendable {
     }
 
     func retryDelay(afterAttempt attempts: Int) -> TimeInterval {
-        let delay = settings.retry[min(max(attempts - 1, 0), settings.retry.count - 1)]
-        return Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18
+        Self.timeInterval(settings.retry[min(max(attempts - 1, 0), settings.retry.count - 1)])
+    }
+
+    static func timeInterval(_ duration: Duration) -> TimeInterval {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    /// `5d`, `4h`, `90s`: a duration as the configuration writes it.
+    static func durationText(_ duration: Duration) -> String {
+        let seconds = Int(duration.components.seconds)
+        for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60)] where seconds >= size && seconds % size == 0 {
+            return "\(seconds / size)\(unit)"
+        }
+        return "\(seconds)s"
     }
 }

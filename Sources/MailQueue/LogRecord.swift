@@ -19,9 +19,11 @@ enum LogRecord: Sendable, Hashable {
     case release(QueueID)
     /// The message is gone (every recipient final, or deleted by an administrator).
     case remove(QueueID)
+    /// The sender was told that delivery is delayed (`delay_warning`): never again.
+    case delayWarned(QueueID)
 
     enum Kind: UInt8 {
-        case message = 1, state, hold, release, remove
+        case message = 1, state, hold, release, remove, delayWarned
     }
 
     static let magic: UInt32 = 0x5451_4C31
@@ -31,7 +33,7 @@ enum LogRecord: Sendable, Hashable {
     var id: QueueID {
         switch self {
         case .message(let record): return record.id
-        case .state(let id, _), .hold(let id), .release(let id), .remove(let id): return id
+        case .state(let id, _), .hold(let id), .release(let id), .remove(let id), .delayWarned(let id): return id
         }
     }
 
@@ -42,6 +44,7 @@ enum LogRecord: Sendable, Hashable {
         case .hold: return .hold
         case .release: return .release
         case .remove: return .remove
+        case .delayWarned: return .delayWarned
         }
     }
 }
@@ -54,6 +57,7 @@ struct MessageRecord: Sendable, Hashable {
     /// Octets of message data.
     var size: Int
     var held: Bool
+    var delayWarned: Bool = false
     /// The data lives in `data/<ID>` rather than at the end of this record.
     var dataInFile: Bool
     var envelope: QueueEnvelope
@@ -115,7 +119,8 @@ extension LogRecord {
         case .message(let record):
             buffer.writeQueueID(record.id)
             buffer.writeInteger(record.arrival)
-            buffer.writeInteger(UInt8((record.held ? 1 : 0) | (record.dataInFile ? 2 : 0)))
+            buffer.writeInteger(
+                UInt8((record.held ? 1 : 0) | (record.dataInFile ? 2 : 0) | (record.delayWarned ? 4 : 0)))
             buffer.writeInteger(UInt64(record.size))
             // The envelope section has its own length so that later versions can add fields.
             let lengthIndex = buffer.writerIndex
@@ -133,7 +138,7 @@ extension LogRecord {
                 buffer.writeOptionalTime(change.change.nextAttempt)
                 buffer.writeOptionalQueueString(change.change.lastError)
             }
-        case .hold(let id), .release(let id), .remove(let id):
+        case .hold(let id), .release(let id), .remove(let id), .delayWarned(let id):
             buffer.writeQueueID(id)
         }
         buffer.setInteger(UInt32(buffer.writerIndex - payloadStart), at: payloadStart - 4)
@@ -254,8 +259,8 @@ extension LogRecord {
             guard payload.readableBytes == (dataInFile ? 0 : size) else { throw Malformed() }
             return .message(
                 MessageRecord(
-                    id: id, arrival: arrival, size: size, held: flags & 1 != 0, dataInFile: dataInFile,
-                    envelope: envelope))
+                    id: id, arrival: arrival, size: size, held: flags & 1 != 0, delayWarned: flags & 4 != 0,
+                    dataInFile: dataInFile, envelope: envelope))
         case .state:
             let count = Int(try payload.readChecked(UInt32.self))
             // Each change takes at least 11 octets: refuse counts the payload cannot hold.
@@ -277,6 +282,7 @@ extension LogRecord {
         case .hold: return .hold(id)
         case .release: return .release(id)
         case .remove: return .remove(id)
+        case .delayWarned: return .delayWarned(id)
         }
     }
 }

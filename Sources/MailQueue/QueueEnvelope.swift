@@ -87,13 +87,18 @@ public struct QueuedMessage: Sendable, Hashable {
     public var envelope: QueueEnvelope
     /// Held by an administrator or a quarantine action: not delivered until released.
     public var held: Bool
+    /// The sender has been told that delivery is delayed; it is told once.
+    public var delayWarned: Bool
 
-    public init(id: QueueID, arrival: Date, size: Int, envelope: QueueEnvelope, held: Bool) {
+    public init(
+        id: QueueID, arrival: Date, size: Int, envelope: QueueEnvelope, held: Bool, delayWarned: Bool = false
+    ) {
         self.id = id
         self.arrival = arrival
         self.size = size
         self.envelope = envelope
         self.held = held
+        self.delayWarned = delayWarned
     }
 
     /// Every recipient is delivered or bounced: the caller may `remove` the message.

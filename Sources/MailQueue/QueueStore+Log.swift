@@ -237,7 +237,8 @@ extension QueueStore {
             // A later MESSAGE record with the same ID (compaction) supersedes the earlier one.
             if let old = index[message.id] { liveCounts[old.segment, default: 1] -= 1 }
             index[message.id] = IndexEntry(
-                arrival: message.arrival, size: message.size, held: message.held, dataInFile: message.dataInFile,
+                arrival: message.arrival, size: message.size, held: message.held,
+                delayWarned: message.delayWarned, dataInFile: message.dataInFile,
                 segment: segment,
                 dataOffset: message.dataInFile ? -1 : offset + Int64(length - LogRecord.trailerLength - message.size),
                 envelope: message.envelope)
@@ -254,6 +255,8 @@ extension QueueStore {
             index[id]?.held = true
         case .release(let id):
             index[id]?.held = false
+        case .delayWarned(let id):
+            index[id]?.delayWarned = true
         case .remove(let id):
             guard let old = index.removeValue(forKey: id) else { return }
             liveCounts[old.segment, default: 1] -= 1
@@ -302,7 +305,7 @@ extension QueueStore {
             let record = LogRecord.message(
                 MessageRecord(
                     id: id, arrival: entry.arrival, size: entry.size, held: entry.held,
-                    dataInFile: entry.dataInFile, envelope: entry.envelope))
+                    delayWarned: entry.delayWarned, dataInFile: entry.dataInFile, envelope: entry.envelope))
             var bytes = ByteBuffer()
             if entry.dataInFile {
                 record.encode(into: &bytes)

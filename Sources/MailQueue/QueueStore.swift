@@ -325,6 +325,12 @@ public final class QueueStore: @unchecked Sendable {
         try await append(.release(id))
     }
 
+    /// Records that the sender has had its delay warning (`delay_warning` is sent once).
+    public func markDelayWarned(_ id: QueueID) async throws {
+        try requireMessage(id)
+        try await append(.delayWarned(id))
+    }
+
     /// Removes the message for good (all recipients final, or deleted by an administrator).
     public func remove(_ id: QueueID) async throws {
         try requireMessage(id)
@@ -461,6 +467,7 @@ struct IndexEntry {
     var arrival: Int64
     var size: Int
     var held: Bool
+    var delayWarned = false
     var dataInFile: Bool
     /// The segment holding the message's current MESSAGE record.
     var segment: UInt64
@@ -469,7 +476,9 @@ struct IndexEntry {
     var envelope: QueueEnvelope
 
     func message(_ id: QueueID) -> QueuedMessage {
-        QueuedMessage(id: id, arrival: QueueTime.date(arrival), size: size, envelope: envelope, held: held)
+        QueuedMessage(
+            id: id, arrival: QueueTime.date(arrival), size: size, envelope: envelope, held: held,
+            delayWarned: delayWarned)
     }
 }
 

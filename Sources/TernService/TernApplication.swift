@@ -29,17 +29,17 @@ public enum TernApplication {
         let threadPool = NIOThreadPool(numberOfThreads: 4)
         threadPool.start()
 
-        let scheduler = DeliveryScheduler(
-            settings: .init(
-                hostname: configuration.hostname, mailRoot: "\(dataDirectory)/mail",
-                retry: configuration.delivery.retry),
-            queue: queue, directory: directory, threadPool: threadPool, logger: logger.component("delivery"))
-
         // `[dns] servers`, else /etc/resolv.conf. Each query is bounded (2 s × 2 attempts), and
         // the reverse lookup of a client as a whole by ReverseName's own limit. Answers and
         // permanent "no"s are cached for their TTL (DNSCache); failures never are.
         let servers = configuration.dns.servers?.map { "[\($0.host)]:\($0.port)" } ?? StubResolver.systemServers()
         let resolver = try StubResolver(servers: servers, timeout: .seconds(2), attempts: 2, cache: DNSCache())
+        let deliveryLogger = logger.component("delivery")
+        let scheduler = DeliveryScheduler(
+            settings: configuration.deliverySettings(dataDirectory: dataDirectory), queue: queue,
+            directory: directory, transport: configuration.remoteDelivery(resolver: resolver, logger: deliveryLogger),
+            threadPool: threadPool, logger: deliveryLogger)
+
         let server = SMTPServer(
             settings: configuration.smtpServerSettings, policy: policy, queue: queue,
             reverseLookup: { address in await ReverseName.confirmed(for: address, resolver: resolver) },
@@ -92,6 +92,49 @@ struct TaskService: Service {
             }
         } catch is CancellationError {
         }
+    }
+}
+
+extension TernConfiguration {
+    var clientTimeouts: SMTPClientTimeouts {
+        SMTPClientTimeouts(
+            connect: TimeAmount(delivery.connectTimeout), command: TimeAmount(delivery.commandTimeout),
+            dataEnd: TimeAmount(delivery.dataTimeout))
+    }
+
+    func deliverySettings(dataDirectory: String) -> DeliveryScheduler.Settings {
+        var lmtp: LMTPDelivery?
+        switch delivery.local {
+        case .maildir: break
+        case .lmtpUnix(let path):
+            lmtp = LMTPDelivery(
+                target: .unix(path: path), heloName: hostname, group: MultiThreadedEventLoopGroup.singleton,
+                timeouts: clientTimeouts)
+        case .lmtpTCP(let address):
+            lmtp = LMTPDelivery(
+                target: .tcp(host: address.host, port: address.port), heloName: hostname,
+                group: MultiThreadedEventLoopGroup.singleton, timeouts: clientTimeouts)
+        }
+        return DeliveryScheduler.Settings(
+            hostname: hostname, mailRoot: "\(dataDirectory)/mail", retry: delivery.retry,
+            maxQueueTime: delivery.maxQueueTime, delayWarning: delivery.delayWarning,
+            postmaster: delivery.postmaster ?? "postmaster@\(domains.first?.name ?? hostname)", lmtp: lmtp,
+            concurrency: delivery.concurrency)
+    }
+
+    /// SMTP to other domains: MX routing (or the relayhost) on `remote_port`. This host is
+    /// known by its hostname and by the addresses it listens on at that port.
+    func remoteDelivery(resolver: any DNSClient.Resolver, logger: Logger) -> RemoteDelivery {
+        let listening = listen.smtp + listen.submission + listen.submissions
+        let router = MXRouter(
+            resolver: resolver, port: delivery.remotePort, relayhost: delivery.relayhost,
+            localNames: [hostname],
+            localAddresses: Set(listening.filter { $0.port == delivery.remotePort }.map(\.host)))
+        return RemoteDelivery(
+            settings: RemoteDelivery.Settings(
+                heloName: hostname, timeouts: clientTimeouts, startTLS: delivery.startTLS,
+                destinationConcurrency: delivery.destinationConcurrency),
+            router: router, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
     }
 }
 

@@ -4,6 +4,7 @@ import MailPolicy
 import MailQueue
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 
 @testable import MailDelivery
@@ -20,9 +21,55 @@ private struct TestDirectory: LocalRecipientDirectory {
     var primaryDomain: String { "local.test" }
 }
 
+/// Remote delivery as a script: each address gets its scripted outcome, or a deferral; every
+/// transfer is recorded with its content.
+private final class ScriptedTransport: RemoteTransport {
+    struct Transfer: Sendable {
+        var sender: String
+        var recipients: [String]
+        var content: String
+    }
+
+    let outcomes: [String: DeliveryOutcome]
+    private let recorded = Mutex<[Transfer]>([])
+
+    init(_ outcomes: [String: DeliveryOutcome] = [:]) { self.outcomes = outcomes }
+
+    var transfers: [Transfer] { recorded.withLock { $0 } }
+
+    func deliver(_ message: OutboundMessage, domain: String) async -> [DeliveryOutcome] {
+        var content = ""
+        if let next = try? await message.content() {
+            while let chunk = try? await next() { content += String(buffer: chunk) }
+        }
+        recorded.withLock {
+            $0.append(
+                Transfer(
+                    sender: message.envelope.sender, recipients: message.envelope.recipients.map(\.address),
+                    content: content))
+        }
+        return message.envelope.recipients.map {
+            outcomes[$0.address]
+                ?? DeliveryOutcome(
+                    kind: .deferred, status: "4.4.1", text: "connect to mx.\(domain)[192.0.2.1]:25: connection refused")
+        }
+    }
+
+    func closeIdleConnections(all: Bool) async {}
+}
+
+private let refused = DeliveryOutcome(
+    kind: .bounced, status: "5.1.1", text: "550 5.1.1 <nobody@remote.test>: no such user", remoteMTA: "mx.remote.test",
+    fromServer: true, relay: "mx.remote.test[192.0.2.1]:25")
+private let accepted = DeliveryOutcome(
+    kind: .delivered, status: "2.0.0", text: "250 2.0.0 queued", remoteMTA: "mx.remote.test", fromServer: true,
+    relay: "mx.remote.test[192.0.2.1]:25")
+
 /// A queue and a scheduler over it in a fresh directory, the scheduler running for `body`.
 private func withScheduler(
     retry: [Duration] = [.seconds(3600)], scanInterval: Duration = .seconds(3600),
+    maxQueueTime: Duration = .seconds(86400), delayWarning: Duration? = nil, postmaster: String = "alice@local.test",
+    transport: ScriptedTransport = ScriptedTransport(),
     _ body: (QueueStore, DeliveryScheduler, String) async throws -> Void
 ) async throws {
     let root = NSTemporaryDirectory() + "tern-scheduler-\(UUID().uuidString)"
@@ -34,9 +81,9 @@ private func withScheduler(
     pool.start()
     let scheduler = DeliveryScheduler(
         settings: .init(
-            hostname: "mx.local.test", mailRoot: root + "/mail", retry: retry, concurrency: 3,
-            scanInterval: scanInterval),
-        queue: queue, directory: TestDirectory(), threadPool: pool, logger: logger)
+            hostname: "mx.local.test", mailRoot: root + "/mail", retry: retry, maxQueueTime: maxQueueTime,
+            delayWarning: delayWarning, postmaster: postmaster, concurrency: 3, scanInterval: scanInterval),
+        queue: queue, directory: TestDirectory(), transport: transport, threadPool: pool, logger: logger)
     let running = Task { await scheduler.run() }
     var failure: (any Error)?
     do {
@@ -50,13 +97,15 @@ private func withScheduler(
     if let failure { throw failure }
 }
 
-private func enqueue(_ queue: QueueStore, to recipients: [String], body: String = "Subject: t\r\n\r\nhello\r\n")
-    async throws -> QueueID
-{
+private func enqueue(
+    _ queue: QueueStore, to recipients: [String], from sender: String = "sender@remote.test",
+    notify: UInt8? = nil, body: String = "Subject: t\r\n\r\nhello\r\n"
+) async throws -> QueueID {
     let spool = try queue.makeSpool()
     try spool.write(ByteBuffer(string: body))
     let envelope = QueueEnvelope(
-        sender: "sender@remote.test", recipients: recipients.map { QueuedRecipient(address: $0) })
+        sender: sender, recipients: recipients.map { QueuedRecipient(address: $0, notify: notify) },
+        envelopeID: "env-1")
     return try await queue.commit(spool, envelope: envelope).id
 }
 
@@ -103,7 +152,7 @@ private func newMail(_ mailRoot: String, _ mailbox: String) -> [String] {
             #expect(message.envelope.recipients[0].status == .delivered)
             let remote = message.envelope.recipients[1]
             #expect(remote.attempts == 1)
-            #expect(remote.lastError?.hasPrefix("4.4.0 no route yet") == true)
+            #expect(remote.lastError == "4.4.1 connect to mx.remote.test[192.0.2.1]:25: connection refused")
             let next = try #require(remote.nextAttempt)
             #expect(next.timeIntervalSince(before) > 3500)
             #expect(newMail(mailRoot, "alice").count == 1)
@@ -156,6 +205,116 @@ private func newMail(_ mailRoot: String, _ mailbox: String) -> [String] {
             try await queue.update(id, recipient: 0, status: .delivered, attempts: 1, nextAttempt: nil, lastError: nil)
             try await eventually("removed by the scan") { queue.message(id) == nil }
             #expect(newMail(mailRoot, "alice").isEmpty)
+        }
+    }
+
+    @Test func aRefusedRecipientBouncesAndTheOtherIsDelivered() async throws {
+        let transport = ScriptedTransport(["nobody@remote.test": refused, "someone@remote.test": accepted])
+        try await withScheduler(transport: transport) { queue, scheduler, _ in
+            let id = try await enqueue(queue, to: ["someone@remote.test", "nobody@remote.test"])
+            scheduler.submit(id)
+            try await eventually("original removed and bounce sent") {
+                queue.message(id) == nil && transport.transfers.count == 2
+            }
+            let original = transport.transfers[0]
+            #expect(original.recipients == ["someone@remote.test", "nobody@remote.test"])
+            let bounce = transport.transfers[1]
+            #expect(bounce.sender == "")
+            #expect(bounce.recipients == ["sender@remote.test"])
+            #expect(bounce.content.contains("Final-Recipient: rfc822; nobody@remote.test"))
+            #expect(!bounce.content.contains("Final-Recipient: rfc822; someone@remote.test"))
+            #expect(bounce.content.contains("Action: failed"))
+            #expect(bounce.content.contains("Status: 5.1.1"))
+            #expect(bounce.content.contains("Diagnostic-Code: smtp; 550 5.1.1 <nobody@remote.test>: no such user"))
+            #expect(bounce.content.contains("Original-Envelope-Id: env-1"))
+            #expect(bounce.content.contains("Subject: t"))
+        }
+    }
+
+    @Test func noticeIsSentOnlyWhenNotifyAsksForIt() async throws {
+        let transport = ScriptedTransport(["nobody@remote.test": refused])
+        try await withScheduler(transport: transport) { queue, scheduler, _ in
+            // NOTIFY=NEVER (RFC 3461 §4.1): no bounce.
+            let id = try await enqueue(queue, to: ["nobody@remote.test"], notify: 0)
+            scheduler.submit(id)
+            try await eventually("removed") { queue.message(id) == nil }
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(transport.transfers.count == 1)
+        }
+    }
+
+    @Test func aFailedNoticeGoesToPostmaster() async throws {
+        let transport = ScriptedTransport(["nobody@remote.test": refused])
+        try await withScheduler(transport: transport) { queue, scheduler, mailRoot in
+            // A bounce (null sender) that bounces is never answered with a bounce: postmaster
+            // (alice here) hears of it instead.
+            let id = try await enqueue(queue, to: ["nobody@remote.test"], from: "")
+            scheduler.submit(id)
+            try await eventually("postmaster notified") { newMail(mailRoot, "alice").count == 1 }
+            try await eventually("queue empty") { queue.messages().isEmpty }
+            #expect(transport.transfers.count == 1)
+        }
+    }
+
+    @Test func aFailedNoticeToPostmasterIsDropped() async throws {
+        let transport = ScriptedTransport(["nobody@remote.test": refused, "pm@remote.test": refused])
+        try await withScheduler(postmaster: "pm@remote.test", transport: transport) { queue, scheduler, _ in
+            let id = try await enqueue(queue, to: ["nobody@remote.test"], from: "")
+            scheduler.submit(id)
+            try await eventually("notice to postmaster tried") { transport.transfers.count == 2 }
+            try await eventually("queue empty") { queue.messages().isEmpty }
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(transport.transfers.count == 2)
+            #expect(transport.transfers[1].recipients == ["pm@remote.test"])
+            #expect(transport.transfers[1].sender == "")
+        }
+    }
+
+    @Test func recipientsStillDeferredAfterTheQueueLifetimeBounce() async throws {
+        let transport = ScriptedTransport()
+        try await withScheduler(
+            retry: [.milliseconds(50)], scanInterval: .milliseconds(20), maxQueueTime: .milliseconds(300),
+            transport: transport
+        ) { queue, scheduler, mailRoot in
+            let id = try await enqueue(queue, to: ["someone@remote.test"], from: "bob@local.test")
+            scheduler.submit(id)
+            try await eventually("expired and bounced") { queue.message(id) == nil }
+            try await eventually("bounce delivered to bob") { newMail(mailRoot, "bob").count == 1 }
+            let name = try #require(newMail(mailRoot, "bob").first)
+            let bounce = try String(contentsOfFile: "\(mailRoot)/local.test/bob/new/\(name)", encoding: .utf8)
+            #expect(bounce.contains("Status: 4.4.7"))
+            #expect(bounce.contains("Action: failed"))
+            #expect(bounce.contains("connection refused"))
+            #expect(bounce.contains("Return-Path: <>"))
+        }
+    }
+
+    @Test func oneDelayWarningIsSentAfterDelayWarning() async throws {
+        let transport = ScriptedTransport()
+        try await withScheduler(
+            retry: [.milliseconds(40)], scanInterval: .milliseconds(20), delayWarning: .milliseconds(100),
+            transport: transport
+        ) { queue, scheduler, mailRoot in
+            let id = try await enqueue(queue, to: ["someone@remote.test"], from: "bob@local.test")
+            scheduler.submit(id)
+            try await eventually("warned") { newMail(mailRoot, "bob").count == 1 }
+            try await eventually("more attempts") { (queue.message(id)?.envelope.recipients[0].attempts ?? 0) >= 6 }
+            #expect(newMail(mailRoot, "bob").count == 1)
+            #expect(queue.message(id)?.delayWarned == true)
+            let name = try #require(newMail(mailRoot, "bob").first)
+            let warning = try String(contentsOfFile: "\(mailRoot)/local.test/bob/new/\(name)", encoding: .utf8)
+            #expect(warning.contains("Action: delayed"))
+            #expect(warning.contains("Will-Retry-Until:"))
+            #expect(warning.contains("Status: 4.4.1"))
+        }
+    }
+
+    @Test func anUnknownLocalMailboxBounces() async throws {
+        try await withScheduler { queue, scheduler, mailRoot in
+            let id = try await enqueue(queue, to: ["nobody@local.test"], from: "bob@local.test")
+            scheduler.submit(id)
+            try await eventually("bounced to bob") { newMail(mailRoot, "bob").count == 1 }
+            try await eventually("removed") { queue.message(id) == nil }
         }
     }
 }

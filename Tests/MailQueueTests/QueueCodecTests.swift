@@ -88,7 +88,7 @@ import Testing
                 id: id, arrival: 1_763_900_000_123_456, size: 5, held: false, dataInFile: false, envelope: envelope)),
         .message(
             MessageRecord(
-                id: id, arrival: 1, size: 3 << 20, held: true, dataInFile: true,
+                id: id, arrival: 1, size: 3 << 20, held: true, delayWarned: true, dataInFile: true,
                 envelope: QueueEnvelope(sender: "", recipients: [QueuedRecipient(address: "x@y.test")]))),
         .state(
             id,
@@ -100,7 +100,7 @@ import Testing
                         status: .deferred, attempts: 2, nextAttempt: Date(timeIntervalSince1970: 1_800_000_000),
                         lastError: "421 4.4.2 timeout")),
             ]),
-        .hold(id), .release(id), .remove(id),
+        .hold(id), .release(id), .remove(id), .delayWarned(id),
     ]
 
     static func encoded(_ record: LogRecord) -> ByteBuffer {

@@ -255,6 +255,7 @@ func files(_ path: String) -> [String] {
             try await store.update(
                 first.id, recipient: 2, status: .bounced, attempts: 1, nextAttempt: nil, lastError: "550 5.1.1")
             try await store.hold(second.id)
+            try await store.markDelayWarned(first.id)
             #expect(store.due(at: now, limit: 10) == [])
             #expect(store.due(at: afterLater, limit: 10) == [first.id])
             await #expect(throws: QueueError.unknownRecipient(first.id, index: 3)) {
@@ -266,6 +267,7 @@ func files(_ path: String) -> [String] {
             #expect(before[0].envelope.recipients.map(\.status) == [.delivered, .deferred, .bounced])
             #expect(before[0].envelope.recipients[1].lastError == "451 4.4.1 no answer")
             #expect(before[1].held)
+            #expect(before[0].delayWarned && !before[1].delayWarned)
             store.close()
 
             store = try openStore(directory)
@@ -326,8 +328,10 @@ func files(_ path: String) -> [String] {
             try await store.update(
                 inline.id, recipient: 1, status: .deferred, attempts: 4, nextAttempt: next, lastError: "later")
             try await store.hold(inFile.id)
+            try await store.markDelayWarned(inFile.id)
             for id in others { try await store.remove(id) }
             let before = store.messages()
+            #expect(before.map(\.delayWarned) == [false, true])
             #expect(files(directory + "/log").count >= 6)
 
             try await store.compact()  // the first segment: `inline`

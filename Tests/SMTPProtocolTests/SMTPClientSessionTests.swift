@@ -105,7 +105,10 @@ private let twoRecipients = SMTPClientSession.Envelope(
         dialogue.play([
             "220 old", "502 5.5.1 what?", "250 old", "250 ok", "250 ok", "250 ok", "354 go", "250 ok", "221 bye",
         ])
-        #expect(Array(dialogue.written.prefix(3)) == ["EHLO mx.example.test", "HELO mx.example.test", "MAIL FROM:<alice@example.test>"])
+        #expect(
+            Array(dialogue.written.prefix(3)) == [
+                "EHLO mx.example.test", "HELO mx.example.test", "MAIL FROM:<alice@example.test>",
+            ])
         #expect(dialogue.codes() == [250, 250])
     }
 
@@ -284,7 +287,9 @@ private let twoRecipients = SMTPClientSession.Envelope(
         var session = dialogue.session
         _ = session.receive(SMTPReply(250, nil, "mx"))
         #expect(session.isReady)
-        #expect(session.receive(SMTPReply(421, nil, "idle timeout")) == .fail(.unexpectedReply(stage: .idle, SMTPReply(421, nil, "idle timeout"))))
+        #expect(
+            session.receive(SMTPReply(421, nil, "idle timeout"))
+                == .fail(.unexpectedReply(stage: .idle, SMTPReply(421, nil, "idle timeout"))))
     }
 
     @Test(arguments: [("id 1", "id+201"), ("a+b=c", "a+2Bb+3Dc"), ("plain", "plain"), ("é", "+C3+A9")])

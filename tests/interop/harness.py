@@ -37,7 +37,7 @@ def wait_for_port(port, timeout=15.0, host="127.0.0.1"):
 class Tern:
     """One Tern server process with its own configuration and data directory."""
 
-    def __init__(self, extra="", dns_port=None, data_dir=None, limits=""):
+    def __init__(self, extra="", dns_port=None, data_dir=None, limits="", delivery='retry = ["2s"]'):
         self.folder = tempfile.mkdtemp(prefix="tern-interop-")
         self.port = free_port()
         self.data_dir = data_dir or os.path.join(self.folder, "data")
@@ -60,7 +60,7 @@ trusted_networks = ["127.0.0.1/32"]
 servers = ["127.0.0.1:{self.dns_port}"]
 
 [delivery]
-retry = ["2s"]
+{delivery}
 
 [[domains]]
 name = "example.test"

@@ -27,6 +27,9 @@ import uuid
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
 from harness import Tern, free_port, wait_for_port  # noqa: E402
+from peers import DNS, FakeSMTPServer  # noqa: E402
+import email  # noqa: E402
+import email.policy  # noqa: E402
 
 MESSAGE = b"From: sender@client.example\r\nTo: alice@example.test\r\nSubject: %s\r\n\r\nHello.\r\n"
 
@@ -490,6 +493,195 @@ def test_min_data_rate_ends_slow_drip_content():
         line = reader.readline()
         assert line.startswith(b"250 2.0.0"), line
         sock.close()
+
+
+# ---- outbound delivery ----------------------------------------------------------------------
+
+def outbound_delivery(port, **keys):
+    """The [delivery] lines for a Tern that reaches its fake exchangers on `port`."""
+    settings = {"remote_port": port, "retry": '["1s"]', "connect_timeout": '"2s"', "command_timeout": '"2s"',
+                "delay_warning": '""'}
+    settings.update(keys)
+    return "\n".join(f"{key} = {value}" for key, value in settings.items())
+
+
+def submit(tern, sender, recipients, subject="outbound", body="Hello over there.\r\n"):
+    client = smtplib.SMTP("127.0.0.1", tern.port, timeout=10)
+    message = f"From: <{sender}>\r\nTo: <{recipients[0]}>\r\nSubject: {subject}\r\n\r\n{body}"
+    client.sendmail(sender, recipients, message.encode())
+    client.quit()
+
+
+def wait_for_empty_queue(tern, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not tern.queue():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"queue not empty after {timeout}s: {tern.queue()}")
+
+
+def delivery_report(message_bytes):
+    """(report, [recipient blocks]) of an RFC 3464 message, parsed by Python's email package."""
+    message = email.message_from_bytes(message_bytes, policy=email.policy.default)
+    assert message.get_content_type() == "multipart/report", message.get_content_type()
+    assert message.get_param("report-type") == "delivery-status"
+    parts = list(message.iter_parts())
+    status = [p for p in parts if p.get_content_type() == "message/delivery-status"]
+    assert status, [p.get_content_type() for p in parts]
+    blocks = status[0].get_payload()   # email: a list of header blocks, per message then per recipient
+    return message, blocks[1:]
+
+
+def test_outbound_primary_refusing_busy_or_hanging_falls_back_to_secondary():
+    port = free_port()
+    records = {
+        "refusing.test": [("MX", 10, "mx1.refusing.test"), ("MX", 20, "backup.example.org")],
+        "mx1.refusing.test": [("A", "127.0.0.2")],                   # nothing listens there
+        "busy.test": [("MX", 10, "mx1.busy.test"), ("MX", 20, "backup.example.org")],
+        "mx1.busy.test": [("A", "127.0.0.3")],
+        "hanging.test": [("MX", 10, "mx1.hanging.test"), ("MX", 20, "backup.example.org")],
+        "mx1.hanging.test": [("A", "127.0.0.4")],
+        "backup.example.org": [("A", "127.0.0.5")],
+        "implicit.test": [("A", "127.0.0.5")],                       # no MX: the domain itself
+    }
+    with DNS(records) as dns, \
+            FakeSMTPServer("127.0.0.3", port, "greet_421") as busy, \
+            FakeSMTPServer("127.0.0.4", port, "hang") as hanging, \
+            FakeSMTPServer("127.0.0.5", port, name="backup.example.org") as backup:
+        with Tern(dns_port=dns.port, delivery=outbound_delivery(port)) as tern:
+            for domain in ("refusing.test", "busy.test", "hanging.test", "implicit.test"):
+                submit(tern, "alice@example.test", [f"bob@{domain}"], subject=domain)
+            received = backup.wait_for(4, timeout=30)
+            assert sorted(t.recipients[0] for t in received) == \
+                ["bob@busy.test", "bob@hanging.test", "bob@implicit.test", "bob@refusing.test"], received
+            for transaction in received:
+                assert transaction.sender == "alice@example.test"
+                assert b"Hello over there." in transaction.data
+                assert transaction.pipelined, "PIPELINING offered but not used"
+            assert busy.connections >= 1 and hanging.connections >= 1
+            wait_for_empty_queue(tern)
+            log = tern.read_log()
+            assert "status=sent" in log and "relay=backup.example.org[127.0.0.5]" in log, log[-3000:]
+            assert tern.maildir("alice") == [], "a bounce was sent although every message was delivered"
+
+
+def test_outbound_null_mx_bounces_at_once():
+    port = free_port()
+    with DNS({"null.test": [("MX", 0, ".")]}) as dns:
+        with Tern(dns_port=dns.port, delivery=outbound_delivery(port)) as tern:
+            submit(tern, "alice@example.test", ["bob@null.test"])
+            [bounce] = tern.wait_for_maildir("alice", 1)
+            message, blocks = delivery_report(bounce)
+            assert message["From"].addresses[0].username == "MAILER-DAEMON"
+            assert blocks[0]["Action"] == "failed" and blocks[0]["Status"] == "5.1.10", blocks[0]
+            assert "Return-Path: <>" in bounce.decode(), bounce[:300]
+            wait_for_empty_queue(tern)
+
+
+def test_outbound_retry_after_4xx_then_success_and_queue_list():
+    port = free_port()
+    records = {"later.test": [("MX", 10, "mx.later.test")], "mx.later.test": [("A", "127.0.0.2")]}
+    with DNS(records) as dns, FakeSMTPServer("127.0.0.2", port, fail_first=1) as server:
+        with Tern(dns_port=dns.port, delivery=outbound_delivery(port, retry='["3s"]')) as tern:
+            submit(tern, "alice@example.test", ["carol@later.test"])
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                queued = tern.queue()
+                if queued and queued[0]["recipients"][0]["status"] == "deferred":
+                    break
+                time.sleep(0.1)
+            recipient = queued[0]["recipients"][0]
+            assert recipient["status"] == "deferred" and recipient["attempts"] == 1, queued
+            assert recipient["next_attempt"], recipient
+            assert "451 4.3.0 try again later" in recipient["last_error"], recipient
+            text = tern.tern("queue", "list").stdout.decode()
+            assert "451 4.3.0" in text and "next=" in text, text
+            received = server.wait_for(2, timeout=15)
+            assert not received[0].accepted and received[1].accepted
+            wait_for_empty_queue(tern)
+            assert tern.maildir("alice") == []
+
+
+def test_outbound_one_recipient_refused_other_delivered_bounce_parses():
+    port = free_port()
+    records = {"mixed.test": [("MX", 10, "mx.mixed.test")], "mx.mixed.test": [("A", "127.0.0.2")]}
+    refusal = "550 5.1.1 <nobody@mixed.test>: Recipient address rejected: User unknown"
+    with DNS(records) as dns, \
+            FakeSMTPServer("127.0.0.2", port, reject_rcpt={"nobody@mixed.test": refusal}) as server:
+        with Tern(dns_port=dns.port, delivery=outbound_delivery(port)) as tern:
+            submit(tern, "alice@example.test", ["someone@mixed.test", "nobody@mixed.test"], subject="mixed")
+            [transaction] = server.wait_for(1)
+            assert transaction.recipients == ["someone@mixed.test"], transaction
+            [bounce] = tern.wait_for_maildir("alice", 1)
+            message, blocks = delivery_report(bounce)
+            assert message["To"].addresses[0].addr_spec == "alice@example.test"
+            assert len(blocks) == 1, blocks
+            block = blocks[0]
+            assert block["Final-Recipient"] == "rfc822; nobody@mixed.test", block
+            assert block["Action"] == "failed" and block["Status"] == "5.1.1", block
+            assert "User unknown" in block["Diagnostic-Code"] and block["Diagnostic-Code"].startswith("smtp;"), block
+            assert block["Remote-MTA"] == "dns; mx.mixed.test", block
+            returned = [p for p in message.iter_parts() if p.get_content_type() == "message/rfc822"]
+            assert returned and returned[0].get_payload()[0]["Subject"] == "mixed"
+            wait_for_empty_queue(tern)
+
+
+def test_outbound_no_bounce_loop():
+    port = free_port()
+    records = {"mixed.test": [("MX", 10, "mx.mixed.test")], "mx.mixed.test": [("A", "127.0.0.2")]}
+    with DNS(records) as dns, \
+            FakeSMTPServer("127.0.0.2", port, reject_rcpt={"nobody@mixed.test": "550 5.1.1 no such user"}):
+        with Tern(dns_port=dns.port, delivery=outbound_delivery(port)) as tern:
+            # A bounce (null sender) that cannot be delivered: postmaster hears of it, once.
+            submit(tern, "", ["nobody@mixed.test"])
+            [notice] = tern.wait_for_maildir("postmaster", 1)
+            _, blocks = delivery_report(notice)
+            assert blocks[0]["Final-Recipient"] == "rfc822; nobody@mixed.test"
+            wait_for_empty_queue(tern)
+            time.sleep(1.5)
+            assert len(tern.maildir("postmaster")) == 1
+            assert tern.maildir("alice") == []
+
+
+def test_outbound_delay_warning_then_expiry_bounce():
+    port = free_port()
+    records = {"down.test": [("MX", 10, "mx.down.test")], "mx.down.test": [("A", "127.0.0.2")]}
+    with DNS(records) as dns:
+        delivery = outbound_delivery(port, delay_warning='"1s"', max_queue_time='"5s"')
+        with Tern(dns_port=dns.port, delivery=delivery) as tern:
+            submit(tern, "alice@example.test", ["dave@down.test"])
+            notices = tern.wait_for_maildir("alice", 2, timeout=20)
+            kinds = [delivery_report(n)[1][0]["Action"] for n in notices]
+            assert sorted(kinds) == ["delayed", "failed"], kinds
+            failed = [delivery_report(n)[1][0] for n in notices if b"Action: failed" in n][0]
+            assert failed["Status"] == "4.4.7", failed
+            assert "connection refused" in failed["Diagnostic-Code"].lower(), failed
+            wait_for_empty_queue(tern)
+            time.sleep(1.5)
+            assert len(tern.maildir("alice")) == 2, "more than one delay warning"
+
+
+def test_outbound_restart_in_the_middle_of_retries():
+    port = free_port()
+    records = {"later.test": [("MX", 10, "mx.later.test")], "mx.later.test": [("A", "127.0.0.2")]}
+    with DNS(records) as dns, FakeSMTPServer("127.0.0.2", port, fail_first=1000) as server:
+        tern = Tern(dns_port=dns.port, delivery=outbound_delivery(port, retry='["2s"]'))
+        tern.keep = True
+        with tern:
+            submit(tern, "alice@example.test", ["erin@later.test"])
+            server.wait_for(1)
+        queued = tern.queue()
+        assert queued[0]["recipients"][0]["status"] == "deferred", queued
+        server.fail_left = 0
+        try:
+            with Tern(dns_port=dns.port, data_dir=tern.data_dir,
+                      delivery=outbound_delivery(port, retry='["2s"]')) as again:
+                received = server.wait_for(2, timeout=15)
+                assert received[-1].accepted and received[-1].recipients == ["erin@later.test"]
+                wait_for_empty_queue(again)
+        finally:
+            tern.cleanup()
 
 
 # ---- runner -------------------------------------------------------------------------------

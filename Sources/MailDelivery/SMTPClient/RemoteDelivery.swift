@@ -22,6 +22,8 @@ public struct DeliveryOutcome: Sendable, Hashable {
     public var fromServer: Bool
     /// `mx1.example.net[192.0.2.1]:25`, for the log's `relay`.
     public var relay: String?
+    /// `TLSv1.3` when the transfer ran under TLS.
+    public var tls: String?
 
     public init(
         kind: Kind, status: String, text: String, remoteMTA: String? = nil, fromServer: Bool = false,
@@ -35,6 +37,15 @@ public struct DeliveryOutcome: Sendable, Hashable {
         self.relay = relay
     }
 
+    /// What the log and the queue's last error say: who said what, or Tern's own reason.
+    public var logText: String {
+        guard fromServer else { return text }
+        return "host \(relay ?? remoteMTA ?? "?") said: \(text)"
+    }
+
+    /// An outcome as the queue keeps it: `status text` (the form `lastError` has).
+    public var recorded: String { "\(status) \(logText)" }
+
     /// The outcome a reply gives: 2xx delivered, 4xx deferred, 5xx bounced (RFC 5321 §4.2.1).
     static func from(_ reply: SMTPReply, host: String, relay: String) -> DeliveryOutcome {
         let kind: Kind = reply.code < 400 ? .delivered : reply.code < 500 ? .deferred : .bounced
@@ -43,6 +54,14 @@ public struct DeliveryOutcome: Sendable, Hashable {
             kind: kind, status: reply.enhanced?.description ?? fallback, text: reply.fullText, remoteMTA: host,
             fromServer: true, relay: relay)
     }
+}
+
+/// Takes a message to the servers of one domain; `RemoteDelivery` over SMTP, a fake in tests.
+public protocol RemoteTransport: Sendable {
+    /// One outcome per recipient of `message`, in order.
+    func deliver(_ message: OutboundMessage, domain: String) async -> [DeliveryOutcome]
+    /// Ends idle cached connections (all of them at shutdown).
+    func closeIdleConnections(all: Bool) async
 }
 
 /// The message a remote delivery sends: its envelope for one destination, and its content.
@@ -62,7 +81,7 @@ public struct OutboundMessage: Sendable {
 /// Delivers to remote domains over SMTP (SPEC §2.3): routes by MX, tries every exchanger and
 /// every address in turn until each recipient is decided, keeps idle connections for the next
 /// message to the same server, and bounds the connections per destination.
-public final class RemoteDelivery: Sendable {
+public final class RemoteDelivery: RemoteTransport {
     public struct Settings: Sendable {
         public var heloName: String
         public var timeouts: SMTPClientTimeouts
@@ -139,7 +158,8 @@ public final class RemoteDelivery: Sendable {
         let chunk = settings.recipientsPerTransaction
         for start in stride(from: 0, to: message.envelope.recipients.count, by: chunk) {
             var part = message
-            part.envelope.recipients = Array(message.envelope.recipients[start..<min(start + chunk, part.envelope.recipients.count)])
+            part.envelope.recipients = Array(
+                message.envelope.recipients[start..<min(start + chunk, part.envelope.recipients.count)])
             outcomes += await deliver(part, route: route)
         }
         return outcomes
@@ -168,7 +188,8 @@ public final class RemoteDelivery: Sendable {
                     lastProblem = failure.description
                     lastReply = failure.reply
                     logger.info(
-                        "host failed", metadata: ["event": "host_failed", "relay": "\(host.name)", "reason": "\(failure.description)"])
+                        "host failed",
+                        metadata: ["event": "host_failed", "relay": "\(host.name)", "reason": "\(failure.description)"])
                     continue
                 }
                 var envelope = message.envelope
@@ -178,8 +199,7 @@ public final class RemoteDelivery: Sendable {
                 for (position, index) in open.enumerated() {
                     if let reply = result.replies[position] {
                         var outcome = DeliveryOutcome.from(reply, host: host.name, relay: relay)
-                        outcome.text = "host \(relay) said: \(outcome.text)"
-                        if let tls = client.tls, outcome.kind == .delivered { outcome.text += " (\(tls))" }
+                        outcome.tls = client.tls
                         outcomes[index] = outcome
                     }
                 }
@@ -224,7 +244,10 @@ public final class RemoteDelivery: Sendable {
         guard case .failure(let failure) = result, failure.tlsFailed, !plaintext else { return result }
         logger.info(
             "TLS failed, trying plaintext",
-            metadata: ["event": "tls_failed", "relay": "\(hostName)[\(address.ipAddress ?? "")]", "reason": "\(failure.description)"])
+            metadata: [
+                "event": "tls_failed", "relay": "\(hostName)[\(address.ipAddress ?? "")]",
+                "reason": "\(failure.description)",
+            ])
         plaintextOnly.withLock { $0[key] = .now() + .hours(1) }
         return await SMTPClientConnection.open(
             to: address, hostName: hostName, group: group, configuration: configuration, timeouts: settings.timeouts,

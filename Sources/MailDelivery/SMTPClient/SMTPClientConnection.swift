@@ -84,8 +84,11 @@ final class SMTPClientConnection: @unchecked Sendable {
         case .fail(let failure):
             connection.close()
             let tlsFailed: Bool
-            if case .connection(let stage, _) = failure { tlsFailed = stage == .tlsHandshake || client.tls != nil }
-            else { tlsFailed = false }
+            if case .connection(let stage, _) = failure {
+                tlsFailed = stage == .tlsHandshake || client.tls != nil
+            } else {
+                tlsFailed = false
+            }
             return .failure(
                 OpenFailure(
                     description: "host \(connection.peer) \(failure)", reply: failure.reply, tlsFailed: tlsFailed))

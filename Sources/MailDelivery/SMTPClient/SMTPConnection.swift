@@ -33,13 +33,14 @@ final class SMTPConnection: Sendable {
     /// `mx1.example.net[192.0.2.1]:25`, as logs and bounces name the server.
     let peer: String
     let hostName: String
-    private let reader: NIOLoopBound<ReplyReader>
+    /// Used on the channel's event loop only.
+    private let reader: ReplyReader
 
     private init(channel: any Channel, peer: String, hostName: String, reader: ReplyReader) {
         self.channel = channel
         self.peer = peer
         self.hostName = hostName
-        self.reader = NIOLoopBound(reader, eventLoop: channel.eventLoop)
+        self.reader = reader
     }
 
     static func connect(
@@ -76,7 +77,7 @@ final class SMTPConnection: Sendable {
     func nextReply(timeout: TimeAmount) async throws(SMTPConnectionError) -> SMTPReply {
         let reader = self.reader
         let eventLoop = channel.eventLoop
-        let future = eventLoop.flatSubmit { reader.value.next(timeout: timeout, eventLoop: eventLoop) }
+        let future = eventLoop.flatSubmit { reader.next(timeout: timeout, eventLoop: eventLoop) }
         do {
             return try await future.get()
         } catch let error as SMTPConnectionError {
@@ -109,10 +110,10 @@ final class SMTPConnection: Sendable {
         do {
             try await channel.eventLoop.submit {
                 // Anything the server sent after its 220 arrived in plaintext: injected, never read.
-                guard reader.value.isIdle else { throw SMTPConnectionError.tlsFailed("data after the 220 to STARTTLS") }
+                guard reader.isIdle else { throw SMTPConnectionError.tlsFailed("data after the 220 to STARTTLS") }
                 // SNI names the exchanger; an address literal has no name to send.
-                let handler = try
-                    (try? NIOSSLClientHandler(context: context, serverHostname: hostName))
+                let handler =
+                    try (try? NIOSSLClientHandler(context: context, serverHostname: hostName))
                     ?? NIOSSLClientHandler(context: context, serverHostname: nil)
                 try channel.pipeline.syncOperations.addHandler(handler, position: .first)
             }.get()
@@ -142,8 +143,8 @@ final class SMTPConnection: Sendable {
 }
 
 /// Collects the server's replies on the event loop and hands them out one by one. Every use is
-/// on the channel's event loop (`SMTPConnection` holds it in a `NIOLoopBound`); the unchecked
-/// `Sendable` only lets it be handed over from the pipeline.
+/// on the channel's event loop (`SMTPConnection` submits each call there); the unchecked
+/// `Sendable` only lets the connection hold it.
 private final class ReplyReader: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
 

@@ -231,7 +231,10 @@ struct ConfigurationReader {
         var delivery = TernConfiguration.Delivery()
         checkKeys(
             table, path: "delivery",
-            allowed: ["local", "remote_port", "relayhost", "retry", "max_queue_time", "delay_warning"])
+            allowed: [
+                "local", "remote_port", "relayhost", "retry", "max_queue_time", "delay_warning", "connect_timeout",
+                "command_timeout", "data_timeout", "destination_concurrency", "concurrency", "starttls", "postmaster",
+            ])
         if let text = string(table, "delivery", "local"), let local = localDelivery(text) {
             delivery.local = local
         }
@@ -266,6 +269,34 @@ struct ConfigurationReader {
         }
         if let text = string(table, "delivery", "delay_warning") {
             delivery.delayWarning = text.isEmpty ? nil : positiveDuration(text, key: "delivery.delay_warning")
+        }
+        for (key, path) in [
+            ("connect_timeout", \TernConfiguration.Delivery.connectTimeout),
+            ("command_timeout", \.commandTimeout), ("data_timeout", \.dataTimeout),
+        ] {
+            if let text = string(table, "delivery", key), let value = positiveDuration(text, key: "delivery.\(key)") {
+                delivery[keyPath: path] = value
+            }
+        }
+        for (key, path, maximum) in [
+            ("destination_concurrency", \TernConfiguration.Delivery.destinationConcurrency, 1000),
+            ("concurrency", \.concurrency, 10_000),
+        ] {
+            if let value = integer(table, "delivery", key) {
+                if (1...maximum).contains(value) {
+                    delivery[keyPath: path] = value
+                } else {
+                    problem("delivery.\(key)", "must be from 1 to \(maximum)")
+                }
+            }
+        }
+        if let value = bool(table, "delivery", "starttls") { delivery.startTLS = value }
+        if let text = string(table, "delivery", "postmaster"), !text.isEmpty {
+            if text.contains("@"), !text.contains(where: { $0 == " " || $0 == "<" || $0 == ">" }) {
+                delivery.postmaster = text
+            } else {
+                problem("delivery.postmaster", "\"\(text)\": expected an address such as postmaster@example.org")
+            }
         }
         return delivery
     }

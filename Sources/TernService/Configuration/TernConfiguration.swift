@@ -116,6 +116,21 @@ public struct TernConfiguration: Sendable, Hashable {
         public var maxQueueTime: Duration = .seconds(5 * 86400)
         /// A delay warning is sent once after this long; nil = never.
         public var delayWarning: Duration? = .seconds(4 * 3600)
+        /// TCP connect to an exchanger or LMTP server.
+        public var connectTimeout: Duration = .seconds(30)
+        /// Each reply before the end of data, and each write of content (RFC 5321 §4.5.3.2).
+        public var commandTimeout: Duration = .seconds(300)
+        /// The reply after the end of data (RFC 5321 §4.5.3.2.6: 10 minutes).
+        public var dataTimeout: Duration = .seconds(600)
+        /// Connections at once to one destination domain (or the relayhost).
+        public var destinationConcurrency = 20
+        /// Messages in delivery at once.
+        public var concurrency = 64
+        /// Opportunistic STARTTLS to servers that offer it.
+        public var startTLS = true
+        /// Where a failed notice from the null sender is reported once; nil = `postmaster@`
+        /// the first `[[domains]]` name (or the hostname without domains).
+        public var postmaster: String?
 
         public init() {}
     }
