@@ -684,6 +684,52 @@ def test_outbound_restart_in_the_middle_of_retries():
             tern.cleanup()
 
 
+def test_outbound_reuses_connections_and_passes_dsn_parameters_on():
+    port = free_port()
+    records = {"reuse.test": [("MX", 10, "mx.reuse.test")], "mx.reuse.test": [("A", "127.0.0.2")]}
+    with DNS(records) as dns, FakeSMTPServer("127.0.0.2", port) as server:
+        with Tern(dns_port=dns.port, delivery=outbound_delivery(port)) as tern:
+            client = smtplib.SMTP("127.0.0.1", tern.port, timeout=10)
+            client.ehlo()
+            client.sendmail("alice@example.test", ["frank@reuse.test"], b"Subject: one\r\n\r\nfirst\r\n",
+                            mail_options=["RET=HDRS", "ENVID=env+2Bone"],
+                            rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;Frank@reuse.test"])
+            server.wait_for(1)
+            client.sendmail("alice@example.test", ["grace@reuse.test"], b"Subject: two\r\n\r\nsecond\r\n")
+            first, second = server.wait_for(2)
+            client.quit()
+            # The second message went over the connection the first one left open.
+            assert server.connections == 1 and second.reused, (server.connections, second)
+            assert first.mail_parameters.get("RET") == "HDRS", first.mail
+            assert first.mail_parameters.get("ENVID") == "env+2Bone", first.mail
+            parameters = first.rcpt_parameters["frank@reuse.test"]
+            assert parameters.get("NOTIFY") == "SUCCESS,FAILURE", parameters
+            assert parameters.get("ORCPT") == "rfc822;Frank@reuse.test", parameters
+            assert "SIZE" in first.mail_parameters
+            wait_for_empty_queue(tern)
+
+
+def test_outbound_8bit_content_to_a_server_without_8bitmime_bounces():
+    port = free_port()
+    records = {"old.test": [("MX", 10, "mx.old.test")], "mx.old.test": [("A", "127.0.0.2")]}
+    with DNS(records) as dns, FakeSMTPServer("127.0.0.2", port, without=("8BITMIME",)) as server:
+        with Tern(dns_port=dns.port, delivery=outbound_delivery(port)) as tern:
+            client = smtplib.SMTP("127.0.0.1", tern.port, timeout=10)
+            client.sendmail("alice@example.test", ["henry@old.test"],
+                            "Subject: caf\u00e9\r\n\r\ncaf\u00e9 cr\u00e8me\r\n".encode(),
+                            mail_options=["BODY=8BITMIME"])
+            # Declared 8BITMIME but plain ASCII: sent as it is.
+            client.sendmail("alice@example.test", ["henry@old.test"], b"Subject: plain\r\n\r\nascii\r\n",
+                            mail_options=["BODY=8BITMIME"])
+            client.quit()
+            [plain] = server.wait_for(1)
+            assert b"ascii" in plain.data and "BODY" not in plain.mail_parameters
+            [bounce] = tern.wait_for_maildir("alice", 1)
+            _, blocks = delivery_report(bounce)
+            assert blocks[0]["Status"] == "5.6.3" and blocks[0]["Action"] == "failed", blocks[0]
+            wait_for_empty_queue(tern)
+
+
 # ---- runner -------------------------------------------------------------------------------
 
 def main():
