@@ -709,6 +709,19 @@ def test_outbound_reuses_connections_and_passes_dsn_parameters_on():
             wait_for_empty_queue(tern)
 
 
+def test_outbound_helo_only_server_gets_plain_smtp():
+    port = free_port()
+    records = {"old.test": [("MX", 10, "mx.old.test")], "mx.old.test": [("A", "127.0.0.2")]}
+    with DNS(records) as dns, FakeSMTPServer("127.0.0.2", port, helo_only=True) as server:
+        with Tern(dns_port=dns.port, delivery=outbound_delivery(port)) as tern:
+            submit(tern, "alice@example.test", ["ivan@old.test", "judy@old.test"])
+            [transaction] = server.wait_for(1)
+            assert transaction.helo.upper().startswith("HELO "), transaction.helo
+            assert transaction.mail == "MAIL FROM:<alice@example.test>", transaction.mail
+            assert not transaction.pipelined and transaction.recipients == ["ivan@old.test", "judy@old.test"]
+            wait_for_empty_queue(tern)
+
+
 def test_outbound_8bit_content_to_a_server_without_8bitmime_bounces():
     port = free_port()
     records = {"old.test": [("MX", 10, "mx.old.test")], "mx.old.test": [("A", "127.0.0.2")]}
