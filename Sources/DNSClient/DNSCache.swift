@@ -19,6 +19,9 @@ import Synchronization
 /// - Temporary failures are never kept. The next lookup asks again, and the caller's retry
 ///   schedule is the back-off.
 ///
+/// Identical lookups at the same time are asked once: the first leads, the others wait for its
+/// outcome, whatever it is (a temporary failure too: they asked at the same moment).
+///
 /// Every TTL is capped (`maximumTTL`, `maximumNegativeTTL`). The cache holds at most `capacity`
 /// entries: expired ones go first, then arbitrary ones, so its memory stays bounded whatever the
 /// traffic.
@@ -44,6 +47,17 @@ public final class DNSCache: Sendable {
     /// Monotonic nanoseconds; tests move it by hand.
     let clock: @Sendable () -> UInt64
     private let entries = Mutex<[Key: Entry]>([:])
+    /// Lookups under way, with the callers waiting for them; nil tells a waiter to look again.
+    private let inFlight = Mutex<[Key: [CheckedContinuation<Outcome?, Never>]]>([:])
+
+    /// Who does a lookup that is not cached.
+    public enum Participation: Sendable {
+        /// Ask the servers, then call `finishLookup` with the outcome, whatever happens.
+        case lead
+        /// Another caller asked at the same time: its outcome. nil: it ended just before this
+        /// caller joined; look in the cache again.
+        case follow(Outcome?)
+    }
 
     public convenience init(
         capacity: Int = 10_000, maximumTTL: UInt32 = 86_400, maximumNegativeTTL: UInt32 = 3_600
@@ -90,6 +104,32 @@ public final class DNSCache: Sendable {
     public func storeNegative(_ error: DNSError, ttl: UInt32, for name: DNSName, type: DNSRecordType) {
         guard error == .nameNotFound || error == .noData else { return }
         insert(.failure(error), ttl: min(ttl, maximumNegativeTTL), for: Key(name: name, type: type))
+    }
+
+    /// Leads the lookup of `name`/`type`, or waits for the one already under way.
+    public func joinLookup(_ name: DNSName, type: DNSRecordType) async -> Participation {
+        let key = Key(name: name, type: type)
+        let leads = inFlight.withLock { table in
+            guard table[key] == nil else { return false }
+            table[key] = []
+            return true
+        }
+        if leads { return .lead }
+        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<Outcome?, Never>) in
+            let joined = inFlight.withLock { table in
+                guard table[key] != nil else { return false }
+                table[key]!.append(continuation)
+                return true
+            }
+            if !joined { continuation.resume(returning: nil) }
+        }
+        return .follow(outcome)
+    }
+
+    /// Ends a lookup this caller leads: every caller waiting for it gets `outcome`.
+    public func finishLookup(_ name: DNSName, type: DNSRecordType, _ outcome: Outcome) {
+        let waiting = inFlight.withLock { $0.removeValue(forKey: Key(name: name, type: type)) } ?? []
+        for waiter in waiting { waiter.resume(returning: outcome) }
     }
 
     /// Forgets everything (e.g. after the configuration's DNS servers changed).

@@ -124,9 +124,32 @@ public struct StubResolver: Resolver {
 
     // MARK: Lookup
 
-    /// Every typed lookup comes through here, and through the cache when there is one.
+    /// Every typed lookup comes through here, and through the cache when there is one: a cached
+    /// outcome, else the outcome of the same lookup already under way, else a new exchange.
     public func query(_ name: DNSName, type: DNSRecordType) async throws(DNSError) -> DNSAnswer<[DNSRecordData]> {
-        if let cached = cache?.lookup(name, type: type) { return try cached.get() }
+        guard let cache else { return try await resolve(name, type: type) }
+        while true {
+            if let cached = cache.lookup(name, type: type) { return try cached.get() }
+            switch await cache.joinLookup(name, type: type) {
+            case .lead:
+                let outcome: DNSCache.Outcome
+                do throws(DNSError) {
+                    outcome = .success(try await resolve(name, type: type))
+                } catch {
+                    outcome = .failure(error)
+                }
+                cache.finishLookup(name, type: type, outcome)
+                return try outcome.get()
+            case .follow(let outcome?):
+                return try outcome.get()
+            case .follow(nil):
+                continue
+            }
+        }
+    }
+
+    /// One lookup from the servers; its outcome goes into the cache as RFC 2308 allows.
+    private func resolve(_ name: DNSName, type: DNSRecordType) async throws(DNSError) -> DNSAnswer<[DNSRecordData]> {
         let reply = try await exchange(name: name, type: type)
         do throws(DNSError) {
             let answer = try Self.answer(from: reply, name: name, type: type)

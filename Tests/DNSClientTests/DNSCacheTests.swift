@@ -151,4 +151,29 @@ private func answer(ttl: UInt32, _ address: IPv4Address = IPv4Address(192, 0, 2,
             #expect(recovered.value.count == 2)
         }
     }
+
+    @Test func identicalLookupsAtTheSameTimeAreAskedOnce() async throws {
+        // A silent server keeps the first lookup under way for its whole timeout: every other
+        // lookup of the same name starts meanwhile, and shares its outcome.
+        try await withCachingServer(.init(mode: .silent)) { server, resolver in
+            let failures = await withTaskGroup(of: DNSError?.self) { group in
+                for _ in 0..<5 {
+                    group.addTask {
+                        await lookupError { () async throws(DNSError) in try await resolver.mx("example.com") }
+                    }
+                }
+                var failures: [DNSError?] = []
+                for await failure in group { failures.append(failure) }
+                return failures
+            }
+            #expect(failures.count == 5 && failures.allSatisfy { $0?.isTemporary == true })
+            #expect(await server.received().count == 1)
+            // A different name or type is its own lookup.
+            await server.setBehaviour(.init())
+            async let mx = resolver.mx("example.com")
+            async let a = resolver.a("www.example.com")
+            _ = try await (mx, a)
+            #expect(await server.received().count >= 3)
+        }
+    }
 }
