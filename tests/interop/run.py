@@ -176,7 +176,9 @@ def run_queue_tools(tern):
         assert set(message) >= {"id", "sender", "size", "arrival", "recipients"}
         assert message["sender"] == "a@client.example" and message["size"] > 0
         assert set(remote[0]) >= {"address", "status", "attempts", "next_attempt", "last_error"}
-        assert remote[0]["attempts"] >= 1 and remote[0]["next_attempt"] and "no route" in remote[0]["last_error"]
+        assert remote[0]["attempts"] >= 1 and remote[0]["next_attempt"], remote
+        # Nothing answers on the configured DNS port: a temporary failure (RFC 3463 4.4.3).
+        assert remote[0]["last_error"].startswith("4.4.3 DNS lookup for elsewhere.test failed"), remote
         statuses = {r["address"]: r["status"] for r in message["recipients"]}
         assert statuses == {"far@elsewhere.test": "deferred", "alice@example.test": "delivered"}, statuses
 
@@ -751,7 +753,14 @@ def main():
     parser.add_argument("-k", default="")
     args = parser.parse_args()
     harness.TERN = os.path.abspath(args.tern)
-    tests = [(name, f) for name, f in globals().items() if name.startswith("test_") and args.k in name]
+    # The tests against real Postfix and Dovecot live in their own files; they import helpers
+    # from this one, so they are loaded here, once everything above is defined.
+    import dovecot
+    import postfix
+    found = dict(globals())
+    for module in (postfix, dovecot):
+        found.update({name: f for name, f in vars(module).items() if name.startswith("test_")})
+    tests = [(name, f) for name, f in found.items() if name.startswith("test_") and args.k in name]
     failures = []
     for name, test in tests:
         start = time.monotonic()

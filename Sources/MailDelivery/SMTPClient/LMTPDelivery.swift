@@ -10,6 +10,14 @@ public final class LMTPDelivery: Sendable {
         case unix(path: String)
         case tcp(host: String, port: Int)
 
+        /// The server's name in logs and bounces: the socket's path, or the host.
+        var host: String {
+            switch self {
+            case .unix(let path): path
+            case .tcp(let host, _): host
+            }
+        }
+
         public var description: String {
             switch self {
             case .unix(let path): "unix:\(path)"
@@ -47,7 +55,7 @@ public final class LMTPDelivery: Sendable {
             return Array(repeating: outcome, count: recipients.count)
         }
         let opened = await SMTPClientConnection.open(
-            to: address, hostName: target.description, group: group,
+            to: address, hostName: target.host, group: group,
             configuration: SMTPClientSession.Configuration(heloName: heloName, lmtp: true), timeouts: timeouts,
             tlsContext: nil)
         let client: SMTPClientConnection

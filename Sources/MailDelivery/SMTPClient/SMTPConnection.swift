@@ -46,11 +46,11 @@ final class SMTPConnection: Sendable {
     static func connect(
         to address: SocketAddress, hostName: String, group: any EventLoopGroup, timeout: TimeAmount
     ) async throws(SMTPConnectionError) -> SMTPConnection {
-        let peer = "\(hostName)[\(address.ipAddress ?? "?")]:\(address.port ?? 0)"
+        let peer = Self.name(of: address, hostName: hostName)
         do {
             let channel = try await ClientBootstrap(group: group)
                 .connectTimeout(timeout)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ReplyReader())
@@ -66,6 +66,14 @@ final class SMTPConnection: Sendable {
         } catch {
             throw .connectFailed("connect to \(peer): \(error)")
         }
+    }
+
+    /// `mx1.example.net[192.0.2.1]:25`, `192.0.2.1:25` for an address literal, the path for a
+    /// Unix socket.
+    static func name(of address: SocketAddress, hostName: String) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return hostName }
+        let literal = ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        return hostName == ip ? literal : "\(hostName)[\(ip)]:\(port)"
     }
 
     /// "connection refused" rather than "connect(descriptor:addr:size:): Connection refused (errno: 111)".
