@@ -29,6 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import Tern, free_port  # noqa: E402
+from run import delivery_report  # noqa: E402
 
 DOVECOT = "/usr/sbin/dovecot"
 DOMAIN = "example.test"
@@ -251,18 +252,6 @@ def wait_for_log(tern, text, count=1, timeout=10.0):
             return lines
         time.sleep(0.1)
     raise AssertionError(f"tern's log has fewer than {count} lines with {text!r}:\n{tern.read_log()[-4000:]}")
-
-
-def delivery_report(message_bytes):
-    """(report, [recipient blocks]) of an RFC 3464 message, parsed by Python's email package."""
-    message = email.message_from_bytes(message_bytes, policy=email.policy.default)
-    assert message.get_content_type() == "multipart/report", message.get_content_type()
-    assert message.get_param("report-type") == "delivery-status"
-    parts = list(message.iter_parts())
-    status = [p for p in parts if p.get_content_type() == "message/delivery-status"]
-    assert status, [p.get_content_type() for p in parts]
-    blocks = status[0].get_payload()
-    return message, blocks[1:]
 
 
 def subject_of(message_bytes):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Interop tests against real Postfix (Debian's package): Tern relays to it, it relays to Tern.
 
-    python3 tests/interop/postfix.py [--tern PATH] [-k NAME]
+    python3 tests/interop/run.py -k postfix      (run.py collects these tests)
 
 Each test runs its own Postfix instance (`postfix -c DIR`): a private config_directory,
 queue_directory and data_directory in a temporary folder, its own master.cf with only the
@@ -11,7 +11,6 @@ changed, and may run at the same time on other ports. Postfix only runs as root,
 tests need root. Besides Python's standard library they need the postfix and openssl packages.
 """
 
-import argparse
 import email
 import email.policy
 import os
@@ -24,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -408,29 +406,3 @@ debug_peer_level = 1
         assert "nrcpt=1" in queued[0] and "proto=ESMTP" in queued[0], queued
         assert any("event=disconnect" in line and "messages=1" in line for line in tern_log), tern_log
         assert not postfix.processes()
-
-
-# ---- runner -------------------------------------------------------------------------------
-
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tern", default=harness.TERN)
-    parser.add_argument("-k", default="")
-    args = parser.parse_args()
-    harness.TERN = os.path.abspath(args.tern)
-    tests = [(name, f) for name, f in globals().items() if name.startswith("test_") and args.k in name]
-    failures = []
-    for name, test in tests:
-        start = time.monotonic()
-        try:
-            test()
-            print(f"ok   {name} ({time.monotonic() - start:.1f}s)", flush=True)
-        except Exception:
-            failures.append(name)
-            print(f"FAIL {name} ({time.monotonic() - start:.1f}s)\n{traceback.format_exc()}", flush=True)
-    print(f"{len(tests) - len(failures)} passed, {len(failures)} failed")
-    sys.exit(1 if failures else 0)
-
-
-if __name__ == "__main__":
-    main()
