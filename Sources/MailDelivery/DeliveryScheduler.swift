@@ -181,16 +181,20 @@ public final class DeliveryScheduler: Sendable {
                 remote[domain, default: []].append(index)
             }
         }
+        // Whether the content needs 8BITMIME is read from the content once per pass, and only
+        // when a transfer will ask.
+        let transfers = !remote.isEmpty || (settings.lmtp != nil && !local.isEmpty)
+        let eightBit = transfers ? await needsEightBit(message) : false
         var outcomes: [(index: Int, outcome: DeliveryOutcome)] = []
         if let lmtp = settings.lmtp, !local.isEmpty {
-            outcomes += await deliverOverLMTP(message, local, lmtp)
+            outcomes += await deliverOverLMTP(message, local, lmtp, eightBit: eightBit)
         } else {
             for index in local {
                 outcomes.append((index, await deliverLocally(message, recipient: message.envelope.recipients[index])))
             }
         }
         if !remote.isEmpty {
-            outcomes += await deliverRemotely(message, groups: remote)
+            outcomes += await deliverRemotely(message, groups: remote, eightBit: eightBit)
         }
         await record(message, outcomes: outcomes, logger: logger, finished: finished)
     }
@@ -219,7 +223,7 @@ public final class DeliveryScheduler: Sendable {
                 // RFC 5321 §4.5.4.1: give up after the queue lifetime; the last reason goes along.
                 outcome = DeliveryOutcome(
                     kind: .bounced, status: "4.4.7",
-                    text: "delivery time expired after \(Self.durationText(settings.maxQueueTime)): \(outcome.logText)",
+                    text: "delivery time expired after \(settings.maxQueueTime.configurationText): \(outcome.logText)",
                     remoteMTA: outcome.remoteMTA, relay: outcome.relay)
             }
             switch outcome.kind {
@@ -288,10 +292,9 @@ public final class DeliveryScheduler: Sendable {
 
     /// The remote recipients, one transfer per domain, the domains in parallel.
     private func deliverRemotely(
-        _ message: QueuedMessage, groups: [String: [Int]]
+        _ message: QueuedMessage, groups: [String: [Int]], eightBit: Bool
     ) async -> [(index: Int, outcome: DeliveryOutcome)] {
         let content = contentReader(message.id)
-        let eightBit = await needsEightBit(message)
         let envelope = message.envelope
         let transport = self.transport
         return await withTaskGroup(of: [(index: Int, outcome: DeliveryOutcome)].self) { group in
@@ -364,7 +367,7 @@ public final class DeliveryScheduler: Sendable {
 
     /// The local recipients in one LMTP transaction; those without a mailbox bounce first.
     private func deliverOverLMTP(
-        _ message: QueuedMessage, _ indices: [Int], _ lmtp: LMTPDelivery
+        _ message: QueuedMessage, _ indices: [Int], _ lmtp: LMTPDelivery, eightBit: Bool
     ) async -> [(index: Int, outcome: DeliveryOutcome)] {
         var outcomes: [(index: Int, outcome: DeliveryOutcome)] = []
         var existing: [Int] = []
@@ -377,7 +380,7 @@ public final class DeliveryScheduler: Sendable {
         guard !existing.isEmpty else { return outcomes }
         let results = await lmtp.deliver(
             message, recipients: existing.map { message.envelope.recipients[$0] },
-            eightBit: await needsEightBit(message), content: contentReader(message.id))
+            eightBit: eightBit, content: contentReader(message.id))
         return outcomes + zip(existing, results).map { (index: $0.0, outcome: $0.1) }
     }
 
@@ -452,14 +455,5 @@ public final class DeliveryScheduler: Sendable {
 
     static func timeInterval(_ duration: Duration) -> TimeInterval {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
-
-    /// `5d`, `4h`, `90s`: a duration as the configuration writes it.
-    static func durationText(_ duration: Duration) -> String {
-        let seconds = Int(duration.components.seconds)
-        for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60)] where seconds >= size && seconds % size == 0 {
-            return "\(seconds / size)\(unit)"
-        }
-        return "\(seconds)s"
     }
 }

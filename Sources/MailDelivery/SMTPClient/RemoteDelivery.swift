@@ -288,8 +288,14 @@ public final class RemoteDelivery: RemoteTransport {
         let expired: [SMTPClientConnection] = cache.withLock { cache in
             var expired: [SMTPClientConnection] = []
             for (key, idle) in cache {
-                let keep = idle.filter { $0.idleSince > cutoff && $0.isReusable }
-                expired += idle.filter { !($0.idleSince > cutoff && $0.isReusable) }
+                var keep: [SMTPClientConnection] = []
+                for connection in idle {
+                    if connection.idleSince > cutoff && connection.isReusable {
+                        keep.append(connection)
+                    } else {
+                        expired.append(connection)
+                    }
+                }
                 cache[key] = keep.isEmpty ? nil : keep
             }
             return expired
