@@ -13,7 +13,8 @@ import NIOCore
 enum LogRecord: Sendable, Hashable {
     /// A message entering the queue, or a newer copy of it (compaction) that supersedes the old.
     case message(MessageRecord)
-    /// New delivery state for some recipients of a message.
+    /// The delivery state of every recipient of a message, superseding the MESSAGE record's
+    /// and any earlier STATE record's: the index then needs only the latest one's position.
     case state(QueueID, [RecipientStateRecord])
     case hold(QueueID)
     case release(QueueID)
@@ -244,23 +245,36 @@ extension LogRecord {
 
     struct Malformed: Error {}
 
+    /// Decodes the part of a MESSAGE record before its inline data, as the index locates it
+    /// (`IndexEntry.headLength`): the framing was checked, with the checksum, when the record
+    /// was written or replayed, so only the fields are read here.
+    static func decodeMessageHead(_ head: ByteBuffer) throws -> MessageRecord {
+        var head = head
+        guard head.readInteger(as: UInt32.self) == magic, head.readInteger(as: UInt8.self) == Kind.message.rawValue,
+            head.readInteger(as: UInt32.self) != nil
+        else { throw Malformed() }
+        return try readMessageFields(try head.readQueueID(), &head)
+    }
+
+    private static func readMessageFields(_ id: QueueID, _ payload: inout ByteBuffer) throws -> MessageRecord {
+        let arrival = try payload.readChecked(Int64.self)
+        let flags = try payload.readChecked(UInt8.self)
+        let size = Int(try payload.readChecked(UInt64.self))
+        let envelopeLength = Int(try payload.readChecked(UInt32.self))
+        guard var section = payload.readSlice(length: envelopeLength) else { throw Malformed() }
+        return MessageRecord(
+            id: id, arrival: arrival, size: size, held: flags & 1 != 0, delayWarned: flags & 4 != 0,
+            dataInFile: flags & 2 != 0, envelope: try section.readEnvelope())
+    }
+
     private static func decodePayload(_ kind: Kind, _ payload: inout ByteBuffer) throws -> LogRecord {
         let id = try payload.readQueueID()
         switch kind {
         case .message:
-            let arrival = try payload.readChecked(Int64.self)
-            let flags = try payload.readChecked(UInt8.self)
-            let size = Int(try payload.readChecked(UInt64.self))
-            let envelopeLength = Int(try payload.readChecked(UInt32.self))
-            guard var section = payload.readSlice(length: envelopeLength) else { throw Malformed() }
-            let envelope = try section.readEnvelope()
-            let dataInFile = flags & 2 != 0
+            let record = try readMessageFields(id, &payload)
             // Inline data fills the rest of the payload exactly.
-            guard payload.readableBytes == (dataInFile ? 0 : size) else { throw Malformed() }
-            return .message(
-                MessageRecord(
-                    id: id, arrival: arrival, size: size, held: flags & 1 != 0, delayWarned: flags & 4 != 0,
-                    dataInFile: dataInFile, envelope: envelope))
+            guard payload.readableBytes == (record.dataInFile ? 0 : record.size) else { throw Malformed() }
+            return .message(record)
         case .state:
             let count = Int(try payload.readChecked(UInt32.self))
             // Each change takes at least 11 octets: refuse counts the payload cannot hold.

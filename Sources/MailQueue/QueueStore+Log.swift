@@ -30,12 +30,18 @@ extension QueueStore {
     ) {
         condition.lock()
         if fromPreparedCommit { preparingCommits -= 1 }
-        guard !isClosed else {
+        if let failure = isClosed ? .closed : indexFailure {
             condition.signal()
             condition.unlock()
-            return completion.finish(.closed)
+            return completion.finish(failure)
         }
         pending.append(PendingRecord(bytes: bytes, record: record, completion: completion))
+        noteArrival(urgent: urgent)
+        condition.unlock()
+    }
+
+    /// Wakes the committer for a record just added to `pending` (under the lock).
+    func noteArrival(urgent: Bool) {
         if urgent {
             urgentPending += 1
             condition.signal()
@@ -43,7 +49,6 @@ extension QueueStore {
             oldestLazyRecord = Date()
             condition.signal()  // the committer's wait gets a deadline
         }
-        condition.unlock()
     }
 
     func startCommitter() {
@@ -113,6 +118,12 @@ extension QueueStore {
         var starts: [Int64] = []
         starts.reserveCapacity(batch.count)
         do {
+            // Room in the index first: once the batch is durable, applying it must not fail.
+            let messages = batch.reduce(0) { count, pending in
+                if case .message = pending.record { return count + 1 }
+                return count
+            }
+            try condition.withLock { try index.reserve(additional: messages) }
             try rotateIfNeeded()
             batchBuffer.clear()
             for record in batch {
@@ -135,7 +146,10 @@ extension QueueStore {
                 needsRotation = true
             }
             if batchBuffer.capacity > 16 << 20 { batchBuffer = ByteBuffer() }
-            condition.withLock { counters.failedBatches += 1 }
+            condition.withLock {
+                counters.failedBatches += 1
+                for record in batch { forgetUnappliedState(record) }
+            }
             logger.error(
                 "queue write failed", metadata: ["event": "error", "error": "\(failure)", "records": "\(batch.count)"])
             return failure
@@ -146,9 +160,21 @@ extension QueueStore {
         var removedFiles: [String] = []
         let deletedSegments: Bool = condition.withLock {
             for (position, record) in batch.enumerated() {
-                apply(
-                    record.record, segment: segment, offset: starts[position], length: record.bytes.readableBytes,
-                    removedFiles: &removedFiles)
+                forgetUnappliedState(record)
+                do {
+                    try apply(
+                        record.record, segment: segment, offset: starts[position], length: record.bytes.readableBytes,
+                        removedFiles: &removedFiles)
+                } catch {
+                    // The records are durable, so their writers hear of success; the index no
+                    // longer matches the log, and only a restart (which rebuilds it) helps.
+                    if indexFailure == nil {
+                        logger.critical(
+                            "queue index write failed; the queue refuses work until Tern restarts",
+                            metadata: ["event": "error", "error": "\(error)"])
+                    }
+                    indexFailure = error as? QueueError ?? .storage(errno: EIO, "\(error)")
+                }
                 if case .message = record.record, record.completion != nil { counters.commits += 1 }
             }
             counters.records += batch.count
@@ -229,36 +255,59 @@ extension QueueStore {
 
     // MARK: Index
 
+    /// A STATE record is applied or failed: later updates build on the index again, unless a
+    /// newer record of the same message is on its way (under the lock).
+    private func forgetUnappliedState(_ record: PendingRecord) {
+        guard let generation = record.stateGeneration, unappliedStates[record.record.id]?.generation == generation
+        else { return }
+        unappliedStates[record.record.id] = nil
+    }
+
     /// Applies a durable record to the index (under the lock). The same function replays the
     /// log at recovery, so the index after a restart is the index before it.
-    func apply(_ record: LogRecord, segment: UInt64, offset: Int64, length: Int, removedFiles: inout [String]) {
+    func apply(
+        _ record: LogRecord, segment: UInt64, offset: Int64, length: Int, removedFiles: inout [String]
+    ) throws {
         switch record {
         case .message(let message):
             // A later MESSAGE record with the same ID (compaction) supersedes the earlier one.
-            if let old = index[message.id] { liveCounts[old.segment, default: 1] -= 1 }
-            index[message.id] = IndexEntry(
-                arrival: message.arrival, size: message.size, held: message.held,
+            try index.reserve(additional: 1)
+            if let old = try index.lookup(message.id) { liveCounts[old.segment, default: 1] -= 1 }
+            var entry = IndexEntry(
+                id: message.id, arrival: message.arrival, size: message.size, held: message.held,
                 delayWarned: message.delayWarned, dataInFile: message.dataInFile,
-                segment: segment,
-                dataOffset: message.dataInFile ? -1 : offset + Int64(length - LogRecord.trailerLength - message.size),
-                envelope: message.envelope)
+                recipientCount: message.envelope.recipients.count, segment: segment, offset: offset,
+                headLength: length - LogRecord.trailerLength - (message.dataInFile ? 0 : message.size), dueAt: 0)
+            entry.summarise(message.envelope.recipients.lazy.map { ($0.status, $0.nextAttempt) })
+            try index.store(entry)
             liveCounts[segment, default: 0] += 1
-        case .state(let id, let changes):
-            guard let count = index[id]?.envelope.recipients.count else { return }
-            for state in changes where state.index < count {
-                index[id]?.envelope.recipients[state.index].status = state.change.status
-                index[id]?.envelope.recipients[state.index].attempts = state.change.attempts
-                index[id]?.envelope.recipients[state.index].nextAttempt = state.change.nextAttempt
-                index[id]?.envelope.recipients[state.index].lastError = state.change.lastError
+            noteDue(entry)
+            if newestRecovered.map({ $0 < message.id }) ?? true { newestRecovered = message.id }
+        case .state(let id, let states):
+            guard var entry = try index.lookup(id) else { return }
+            entry.stateSegment = segment
+            entry.stateOffset = offset
+            entry.stateLength = length
+            // A STATE record names every recipient; one it left out could only come from a log
+            // of an older version, and counts as pending (delivered again rather than lost).
+            var summary = [(RecipientStatus, Date?)](repeating: (.pending, nil), count: entry.recipientCount)
+            for state in states where state.index < entry.recipientCount {
+                summary[state.index] = (state.change.status, state.change.nextAttempt)
             }
-        case .hold(let id):
-            index[id]?.held = true
-        case .release(let id):
-            index[id]?.held = false
-        case .delayWarned(let id):
-            index[id]?.delayWarned = true
+            entry.summarise(summary)
+            try index.store(entry)
+            noteDue(entry)
+        case .hold(let id), .release(let id), .delayWarned(let id):
+            guard var entry = try index.lookup(id) else { return }
+            switch record {
+            case .hold: entry.held = true
+            case .release: entry.held = false
+            default: entry.delayWarned = true
+            }
+            try index.store(entry)
+            noteDue(entry)
         case .remove(let id):
-            guard let old = index.removeValue(forKey: id) else { return }
+            guard let old = try index.remove(id) else { return }
             liveCounts[old.segment, default: 1] -= 1
             if old.dataInFile { removedFiles.append(dataPath(id)) }
         }
@@ -270,6 +319,7 @@ extension QueueStore {
     func deleteObsoleteSegments() -> Bool {
         var deleted = false
         while segmentNumbers.count > 1, let oldest = segmentNumbers.first, liveCounts[oldest, default: 0] <= 0 {
+            if let fd = segmentReaders.removeValue(forKey: oldest) { Glibc.close(fd) }
             unlink(segmentPath(oldest))
             segmentNumbers.removeFirst()
             liveCounts[oldest] = nil
@@ -288,24 +338,49 @@ extension QueueStore {
     /// the originals and the segment can go. Runs on the committer thread, between batches, so
     /// the index is exactly the log's state while the copies are made.
     private func compactOldest(force: Bool) throws {
-        let (oldest, victims): (UInt64, [(QueueID, IndexEntry)]) = condition.withLock {
+        let oldest: UInt64? = condition.withLock {
             guard segmentNumbers.count > 1, let oldest = segmentNumbers.first,
                 liveCounts[oldest, default: 0] > 0,
                 force || -(segmentCreated[oldest] ?? Date()).timeIntervalSinceNow >= options.compactionAge
-            else { return (0, []) }
-            return (oldest, index.filter { $0.value.segment == oldest }.map { ($0.key, $0.value) })
+            else { return nil }
+            return oldest
         }
-        guard !victims.isEmpty else { return }
+        guard let oldest else { return }
         let path = segmentPath(oldest)
         let fd = try SystemCalls.open(path, O_RDONLY)
         defer { Glibc.close(fd) }
+        let end = try SystemCalls.size(fd, path: path)
         var batch: [PendingRecord] = []
         var batchBytes = 0
-        for (id, entry) in victims.sorted(by: { $0.0 < $1.0 }) {
+        var copied = 0
+        // Record by record, reading only the framing of records that are not live MESSAGEs.
+        var offset: Int64 = 0
+        var header = ByteBuffer()
+        // Every record's payload starts with the message's ID: read the framing with it.
+        let prefix = LogRecord.headerLength + 10
+        while offset + Int64(prefix) <= end {
+            header.clear()
+            try SystemCalls.read(fd, into: &header, count: prefix, at: offset, path: path)
+            guard header.readableBytes == prefix, header.getInteger(at: 0, as: UInt32.self) == LogRecord.magic,
+                let kind = header.getInteger(at: 4, as: UInt8.self),
+                let payloadLength = header.getInteger(at: 5, as: UInt32.self),
+                let sequence = header.getInteger(at: LogRecord.headerLength, as: UInt64.self),
+                let random = header.getInteger(at: LogRecord.headerLength + 8, as: UInt16.self)
+            else { break }
+            let recordOffset = offset
+            offset += Int64(LogRecord.headerLength) + Int64(payloadLength) + Int64(LogRecord.trailerLength)
+            guard kind == LogRecord.Kind.message.rawValue else { continue }
+            let current: (IndexEntry, QueuedMessage)? = try condition.withLock {
+                guard let entry = try lookup(QueueID(sequence: sequence, random: random)),
+                    entry.segment == oldest, entry.offset == recordOffset
+                else { return nil }
+                return (entry, try readMessage(entry))
+            }
+            guard let (entry, message) = current else { continue }
             let record = LogRecord.message(
                 MessageRecord(
-                    id: id, arrival: entry.arrival, size: entry.size, held: entry.held,
-                    delayWarned: entry.delayWarned, dataInFile: entry.dataInFile, envelope: entry.envelope))
+                    id: message.id, arrival: entry.arrival, size: entry.size, held: message.held,
+                    delayWarned: message.delayWarned, dataInFile: entry.dataInFile, envelope: message.envelope))
             var bytes = ByteBuffer()
             if entry.dataInFile {
                 record.encode(into: &bytes)
@@ -313,12 +388,13 @@ extension QueueStore {
                 var data = ByteBuffer()
                 try SystemCalls.read(fd, into: &data, count: entry.size, at: entry.dataOffset, path: path)
                 guard data.readableBytes == entry.size else {
-                    throw QueueError.corrupt("\(path) ends inside the data of \(id)")
+                    throw QueueError.corrupt("\(path) ends inside the data of \(message.id)")
                 }
                 record.encode(into: &bytes, inlineData: data)
             }
             batchBytes += bytes.readableBytes
             batch.append(PendingRecord(bytes: bytes, record: record, completion: nil))
+            copied += 1
             if batchBytes >= 8 << 20 {
                 if let error = commitBatch(batch) { throw error }
                 batch.removeAll()
@@ -326,7 +402,7 @@ extension QueueStore {
             }
         }
         if !batch.isEmpty, let error = commitBatch(batch) { throw error }
-        logger.info("queue segment compacted", metadata: ["segment": "\(oldest)", "messages": "\(victims.count)"])
+        logger.info("queue segment compacted", metadata: ["segment": "\(oldest)", "messages": "\(copied)"])
     }
 
     // MARK: Recovery
@@ -335,6 +411,7 @@ extension QueueStore {
     /// of unfinished transactions and data files without a message.
     func recover() throws {
         let numbers = try SystemCalls.list(logDirectory).compactMap(Self.segmentNumber).sorted()
+        index = try QueueIndex(path: directory + "/index")
         var removedFiles: [String] = []
         var records = 0
         for (position, number) in numbers.enumerated() {
@@ -355,7 +432,8 @@ extension QueueStore {
             replay: while true {
                 switch LogRecord.decode(content, at: offset) {
                 case .record(let record, let length):
-                    apply(record, segment: number, offset: Int64(offset), length: length, removedFiles: &removedFiles)
+                    try apply(
+                        record, segment: number, offset: Int64(offset), length: length, removedFiles: &removedFiles)
                     offset += length
                     records += 1
                 case .end:
@@ -406,26 +484,31 @@ extension QueueStore {
         }
 
         for name in try SystemCalls.list(spoolDirectory) { unlink("\(spoolDirectory)/\(name)") }
-        let dataFiles = Set(try SystemCalls.list(dataDirectory))
-        for name in dataFiles {
-            guard let id = QueueID(name), index[id]?.dataInFile == true else {
+        for name in try SystemCalls.list(dataDirectory) {
+            guard let id = QueueID(name), try index.lookup(id)?.dataInFile == true else {
                 unlink("\(dataDirectory)/\(name)")
                 continue
             }
         }
         // A message whose data file is missing was never acknowledged (its record outlived a
         // failed batch); it cannot be delivered.
-        for (id, entry) in index where entry.dataInFile && !dataFiles.contains("\(id)") {
-            logger.error("queued message without its data file dropped", metadata: ["queue_id": "\(id)"])
-            index[id] = nil
+        var missing: [IndexEntry] = []
+        try index.forEach { entry in
+            if entry.dataInFile && access(dataPath(entry.id), F_OK) != 0 { missing.append(entry) }
+            return true
+        }
+        for entry in missing {
+            logger.error("queued message without its data file dropped", metadata: ["queue_id": "\(entry.id)"])
+            try index.remove(entry.id)
             liveCounts[entry.segment, default: 1] -= 1
         }
-        if let newest = index.keys.max() { QueueID.advance(past: newest) }
+        if let newestRecovered { QueueID.advance(past: newestRecovered) }
         if deleteObsoleteSegments() { try SystemCalls.syncDirectory(logDirectory) }
         logger.info(
             "queue opened",
             metadata: [
                 "directory": "\(directory)", "messages": "\(index.count)", "segments": "\(segmentNumbers.count)",
+                "index_slots": "\(index.capacity)",
                 "records": "\(records)",
             ])
     }

@@ -12,13 +12,18 @@ import Synchronization
 /// - `log/NNNNNNNNNNNN.seg`: the log segments, oldest first; the last one is appended to;
 /// - `spool/<ID>`: data of messages being received (never synced, removed on open);
 /// - `data/<ID>`: data of messages larger than `Options.inlineLimit`, synced before their
-///   MESSAGE record is written (smaller messages are inline in their record).
+///   MESSAGE record is written (smaller messages are inline in their record);
+/// - `index`: where each live message's records are and when it is next due (`QueueIndex`),
+///   rebuilt from the log at every open.
 ///
 /// `commit`, `update`, `hold`, `release` and `remove` return once their record is on stable
-/// storage; the in-memory index changes at the same moment, in log order, so what the index
-/// shows is exactly what recovery rebuilds after a crash. A message whose recipients are all
-/// final stays until the caller (delivery) removes it: the bounce for it may have to be
-/// queued first.
+/// storage; the index changes at the same moment, in log order, so what the index shows is
+/// exactly what recovery rebuilds after a crash. A message whose recipients are all final
+/// stays until the caller (delivery) removes it: the bounce for it may have to be queued first.
+///
+/// Memory does not grow with the queue (SPEC §2.2): envelopes are read from the log when
+/// asked for, and the index is a file. What is in memory is per segment or per record in
+/// flight.
 public final class QueueStore: @unchecked Sendable {
     public struct Options: Sendable {
         /// A segment past this size is closed and a new one started.
@@ -70,7 +75,21 @@ public final class QueueStore: @unchecked Sendable {
 
     /// Guards everything below up to "committer thread only", and wakes the committer.
     let condition = NSCondition()
-    var index: [QueueID: IndexEntry] = [:]
+    /// The live messages; made by `recover`.
+    var index: QueueIndex!
+    /// Read-only descriptors of segments that messages were read from, closed with the segment.
+    var segmentReaders: [UInt64: CInt] = [:]
+    /// The recipient states of STATE records handed to the committer and not yet applied: the
+    /// next update of the same message builds on them rather than on the index.
+    var unappliedStates: [QueueID: UnappliedState] = [:]
+    var stateGenerations = 0
+    /// No message is due before this (microseconds since 1970), so `due` need not look.
+    var dueHint: Int64 = 0
+    /// The index could not be written after its batch was durable; until a restart rebuilds
+    /// it, the store refuses work.
+    var indexFailure: QueueError?
+    /// The newest ID recovery saw.
+    var newestRecovered: QueueID?
     /// Segment numbers, oldest first; the last is the active segment.
     var segmentNumbers: [UInt64] = []
     /// Per segment: how many messages in the index have their MESSAGE record there.
@@ -169,6 +188,11 @@ public final class QueueStore: @unchecked Sendable {
         if committerStarted { committerFinished.wait() }
         if activeFD >= 0 { Glibc.close(activeFD) }
         activeFD = -1
+        condition.withLock {
+            for fd in segmentReaders.values { Glibc.close(fd) }
+            segmentReaders = [:]
+            index?.close()
+        }
         flock(lockFD, LOCK_UN)
         Glibc.close(lockFD)
     }
@@ -263,7 +287,9 @@ public final class QueueStore: @unchecked Sendable {
 
     /// Records new states for several recipients of a message in one record.
     public func update(_ id: QueueID, recipients changes: [Int: RecipientChange]) async throws {
-        try await append(stateRecord(id, recipients: changes))
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            enqueueState(id, changes, urgent: true, completion: .continuation(continuation))
+        }
     }
 
     /// Records new states for several recipients of a message in one record, without waiting:
@@ -275,29 +301,52 @@ public final class QueueStore: @unchecked Sendable {
         _ id: QueueID, recipients changes: [Int: RecipientChange],
         completion: @escaping @Sendable (QueueError?) -> Void
     ) {
-        do throws(QueueError) {
-            let record = try stateRecord(id, recipients: changes)
-            var bytes = ByteBuffer()
-            record.encode(into: &bytes)
-            enqueue(bytes, record, fromPreparedCommit: false, urgent: false, completion: .callback(completion))
-        } catch {
-            completion(error)
-        }
+        enqueueState(id, changes, urgent: false, completion: .callback(completion))
     }
 
-    private func stateRecord(_ id: QueueID, recipients changes: [Int: RecipientChange]) throws(QueueError) -> LogRecord
-    {
-        let count = condition.withLock { index[id]?.envelope.recipients.count }
-        guard let count else { throw QueueError.unknownMessage(id) }
-        if let bad = changes.keys.first(where: { $0 < 0 || $0 >= count }) {
-            throw QueueError.unknownRecipient(id, index: bad)
+    /// Merges the changes into the message's latest recipient states (those of a STATE record
+    /// still on its way, if any, else the index's) and hands a STATE record with all of them to
+    /// the committer, all under the lock, so that concurrent updates of one message each build
+    /// on the one before, in log order.
+    private func enqueueState(
+        _ id: QueueID, _ changes: [Int: RecipientChange], urgent: Bool, completion: PendingRecord.Completion
+    ) {
+        condition.lock()
+        do throws(QueueError) {
+            guard !isClosed else { throw .closed }
+            if let indexFailure { throw indexFailure }
+            var states: [RecipientChange]
+            if let unapplied = unappliedStates[id] {
+                states = unapplied.recipients
+            } else {
+                guard let entry = try lookup(id) else { throw .unknownMessage(id) }
+                states = try readMessage(entry).envelope.recipients.map {
+                    RecipientChange(
+                        status: $0.status, attempts: $0.attempts, nextAttempt: $0.nextAttempt, lastError: $0.lastError)
+                }
+            }
+            if let bad = changes.keys.first(where: { $0 < 0 || $0 >= states.count }) {
+                throw .unknownRecipient(id, index: bad)
+            }
+            for (position, change) in changes {
+                states[position] = change
+                states[position].nextAttempt = QueueTime.rounded(change.nextAttempt)
+            }
+            stateGenerations += 1
+            unappliedStates[id] = UnappliedState(generation: stateGenerations, recipients: states)
+            let record = LogRecord.state(
+                id, states.enumerated().map { RecipientStateRecord(index: $0.offset, change: $0.element) })
+            var bytes = ByteBuffer()
+            record.encode(into: &bytes)
+            pending.append(
+                PendingRecord(
+                    bytes: bytes, record: record, completion: completion, stateGeneration: stateGenerations))
+            noteArrival(urgent: urgent)
+            condition.unlock()
+        } catch {
+            condition.unlock()
+            completion.finish(error)
         }
-        let states = changes.sorted { $0.key < $1.key }.map { index, change in
-            var change = change
-            change.nextAttempt = QueueTime.rounded(change.nextAttempt)
-            return RecipientStateRecord(index: index, change: change)
-        }
-        return .state(id, states)
     }
 
     /// Records the new state of one recipient.
@@ -339,14 +388,18 @@ public final class QueueStore: @unchecked Sendable {
 
     /// Removes the message for good without waiting; `completion` as for `update`.
     public func remove(_ id: QueueID, completion: @escaping @Sendable (QueueError?) -> Void) {
-        guard condition.withLock({ index[id] != nil }) else { return completion(.unknownMessage(id)) }
+        do {
+            try requireMessage(id)
+        } catch {
+            return completion(error as? QueueError ?? .unknownMessage(id))
+        }
         var bytes = ByteBuffer()
         LogRecord.remove(id).encode(into: &bytes)
         enqueue(bytes, .remove(id), fromPreparedCommit: false, urgent: false, completion: .callback(completion))
     }
 
     private func requireMessage(_ id: QueueID) throws {
-        guard condition.withLock({ index[id] != nil }) else { throw QueueError.unknownMessage(id) }
+        guard try condition.withLock({ try lookup(id) }) != nil else { throw QueueError.unknownMessage(id) }
     }
 
     /// Re-appends the live messages of the oldest segment (whatever its age) so that it can be
@@ -363,41 +416,156 @@ public final class QueueStore: @unchecked Sendable {
 
     // MARK: Reading
 
+    /// The message with its envelope and its recipients' current state, read from the log; nil
+    /// if it is not queued (or cannot be read: that is logged).
     public func message(_ id: QueueID) -> QueuedMessage? {
-        condition.withLock { index[id].map { $0.message(id) } }
+        do {
+            return try condition.withLock { try lookup(id).map(readMessage) }
+        } catch {
+            logger.error("queued message unreadable", metadata: ["queue_id": "\(id)", "error": "\(error)"])
+            return nil
+        }
     }
 
-    /// A snapshot of every queued message, oldest first.
+    /// Every queued message, oldest first: the whole queue in memory at once, for the
+    /// administrator's listing and for tests. Delivery uses `due` and `message`.
     public func messages() -> [QueuedMessage] {
-        let all = condition.withLock { index.map { $0.value.message($0.key) } }
-        return all.sorted { $0.id < $1.id }
+        var entries: [IndexEntry] = []
+        try? forEachEntry { entries.append($0) }
+        entries.sort { $0.id < $1.id }
+        return entries.compactMap { entry in message(entry.id) }
     }
 
     /// Up to `limit` messages, oldest first, that are not held and have a recipient that is
     /// pending, or deferred with its next attempt at or before `now`; and messages whose
     /// recipients are all final, which are due for removal (a removal is written without
     /// waiting for its sync, so a crash can leave one behind).
-    public func due(at now: Date, limit: Int) -> [QueueID] {
-        let ids = condition.withLock {
-            index.compactMap { id, entry -> QueueID? in
-                guard !entry.held else { return nil }
-                let recipients = entry.envelope.recipients
-                let due = recipients.contains { $0.isDue(at: now) } || recipients.allSatisfy(\.isFinal)
-                return due ? id : nil
-            }
+    ///
+    /// Reads the whole index unless nothing can be due yet (the store knows the earliest time
+    /// anything is due), and keeps no more than about `2 * limit` IDs in memory while it does.
+    public func due(at date: Date, limit: Int) -> [QueueID] {
+        let now = QueueTime.microseconds(date)
+        let skip = condition.withLock {
+            guard dueHint <= now else { return true }
+            // Entries applied during the scan lower the hint again themselves.
+            dueHint = .max
+            return false
         }
-        return Array(ids.sorted().prefix(limit))
+        guard !skip, limit > 0 else { return [] }
+        var found: [QueueID] = []
+        var earliest = Int64.max
+        do {
+            try forEachEntry { entry in
+                guard !entry.held else { return }
+                earliest = min(earliest, entry.isFinal ? 0 : entry.dueAt)
+                guard entry.isDue(at: now) else { return }
+                found.append(entry.id)
+                if found.count >= 2 * limit {
+                    found.sort()
+                    found.removeLast(found.count - limit)
+                }
+            }
+        } catch {
+            earliest = 0
+            logger.error("queue index unreadable", metadata: ["event": "error", "error": "\(error)"])
+        }
+        condition.withLock { dueHint = min(dueHint, earliest) }
+        return Array(Set(found).sorted().prefix(limit))
+    }
+
+    /// Calls `body` with every index entry, taking the lock for a part of the index at a time so
+    /// that commits are not held up for the whole of a large queue. An entry that moves while
+    /// this runs (the index grew) may be seen twice or not at all.
+    func forEachEntry(_ body: (IndexEntry) throws -> Void) throws {
+        var position = 0
+        while true {
+            let more: Bool = try condition.withLock {
+                guard let index, position < index.capacity else { return false }
+                let end = min(index.capacity, position + 8192)
+                try index.forEach(slots: position..<end) { entry in
+                    try body(entry)
+                    return true
+                }
+                position = end
+                return true
+            }
+            if !more { return }
+        }
     }
 
     /// Opens the message's data for reading in chunks.
     public func readData(_ id: QueueID) throws -> MessageDataReader {
         // Under the lock: the segment or file cannot be deleted between lookup and open.
         try condition.withLock {
-            guard let entry = index[id] else { throw QueueError.unknownMessage(id) }
+            guard let entry = try lookup(id) else { throw QueueError.unknownMessage(id) }
             let path = entry.dataInFile ? dataPath(id) : segmentPath(entry.segment)
             let fd = try SystemCalls.open(path, O_RDONLY)
             return MessageDataReader(fd: fd, path: path, start: max(0, entry.dataOffset), size: entry.size)
         }
+    }
+
+    // MARK: Index (under the lock)
+
+    func lookup(_ id: QueueID) throws(QueueError) -> IndexEntry? {
+        guard let index else { throw .closed }
+        do {
+            return try index.lookup(id)
+        } catch {
+            throw error as? QueueError ?? .storage(errno: EIO, "\(error)")
+        }
+    }
+
+    /// The message an index entry describes: its MESSAGE record's envelope with the recipient
+    /// states of its latest STATE record.
+    func readMessage(_ entry: IndexEntry) throws(QueueError) -> QueuedMessage {
+        let head = try readLog(segment: entry.segment, offset: entry.offset, length: entry.headLength)
+        var record: MessageRecord
+        do {
+            record = try LogRecord.decodeMessageHead(head)
+        } catch {
+            throw .corrupt("\(segmentPath(entry.segment)) at \(entry.offset): not the MESSAGE record of \(entry.id)")
+        }
+        if entry.stateSegment != 0 {
+            let bytes = try readLog(segment: entry.stateSegment, offset: entry.stateOffset, length: entry.stateLength)
+            guard case .record(.state(let id, let states), _) = LogRecord.decode(bytes, at: 0), id == entry.id else {
+                throw .corrupt(
+                    "\(segmentPath(entry.stateSegment)) at \(entry.stateOffset): not the STATE record of \(entry.id)")
+            }
+            for state in states where state.index < record.envelope.recipients.count {
+                record.envelope.recipients[state.index].status = state.change.status
+                record.envelope.recipients[state.index].attempts = state.change.attempts
+                record.envelope.recipients[state.index].nextAttempt = state.change.nextAttempt
+                record.envelope.recipients[state.index].lastError = state.change.lastError
+            }
+        }
+        return QueuedMessage(
+            id: entry.id, arrival: QueueTime.date(entry.arrival), size: entry.size, envelope: record.envelope,
+            held: entry.held, delayWarned: entry.delayWarned)
+    }
+
+    private func readLog(segment: UInt64, offset: Int64, length: Int) throws(QueueError) -> ByteBuffer {
+        let path = segmentPath(segment)
+        do {
+            let fd: CInt
+            if let open = segmentReaders[segment] {
+                fd = open
+            } else {
+                fd = try SystemCalls.open(path, O_RDONLY)
+                segmentReaders[segment] = fd
+            }
+            var buffer = ByteBuffer()
+            try SystemCalls.read(fd, into: &buffer, count: length, at: offset, path: path)
+            guard buffer.readableBytes == length else { throw QueueError.corrupt("\(path) ends at a record") }
+            return buffer
+        } catch {
+            throw error as? QueueError ?? .storage(errno: EIO, "\(error)")
+        }
+    }
+
+    /// Lowers `dueHint` for an entry just written (under the lock).
+    func noteDue(_ entry: IndexEntry) {
+        guard !entry.held else { return }
+        dueHint = min(dueHint, entry.isFinal ? 0 : entry.dueAt)
     }
 
     /// Whether the queue's file system has room for a message of `size` octets: twice the
@@ -422,7 +590,7 @@ public final class QueueStore: @unchecked Sendable {
         condition.withLock {
             var statistics = counters
             statistics.segments = segmentNumbers.count
-            statistics.messages = index.count
+            statistics.messages = index?.count ?? 0
             return statistics
         }
     }
@@ -459,27 +627,10 @@ public struct QueueStatistics: Sendable, Hashable {
     public init() {}
 }
 
-/// What the index keeps per message. Apart from the strings of the envelope this is about
-/// 60 octets; with a typical envelope (two short addresses, client address, HELO name) a
-/// message costs some 300–500 octets of memory.
-struct IndexEntry {
-    /// Microseconds since 1970.
-    var arrival: Int64
-    var size: Int
-    var held: Bool
-    var delayWarned = false
-    var dataInFile: Bool
-    /// The segment holding the message's current MESSAGE record.
-    var segment: UInt64
-    /// Offset of the inline data in that segment; -1 when the data is in its own file.
-    var dataOffset: Int64
-    var envelope: QueueEnvelope
-
-    func message(_ id: QueueID) -> QueuedMessage {
-        QueuedMessage(
-            id: id, arrival: QueueTime.date(arrival), size: size, envelope: envelope, held: held,
-            delayWarned: delayWarned)
-    }
+/// The recipient states of a STATE record not yet applied (see `QueueStore.unappliedStates`).
+struct UnappliedState {
+    var generation: Int
+    var recipients: [RecipientChange]
 }
 
 /// A record waiting for the committer.
@@ -503,4 +654,6 @@ struct PendingRecord: Sendable {
     var record: LogRecord
     /// Nil for the committer's own compaction records.
     var completion: Completion?
+    /// For a STATE record: its entry in `QueueStore.unappliedStates`.
+    var stateGeneration: Int? = nil
 }

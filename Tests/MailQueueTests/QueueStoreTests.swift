@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import NIOCore
+import Synchronization
 import Testing
 
 @testable import MailQueue
@@ -456,6 +457,83 @@ func files(_ path: String) -> [String] {
             #expect(recipient.status == .deferred)
             #expect(recipient.nextAttempt == later)
             #expect(recipient.lastError == "4.4.0 x")
+        }
+    }
+
+    /// A STATE record holds every recipient, so two updates handed over before either is
+    /// durable must each build on the one before, or the second would undo the first.
+    @Test func updatesInFlightBuildOnEachOther() async throws {
+        try await withQueueDirectory { directory in
+            var store = try openStore(directory, QueueStore.Options(lazySyncDelay: 0.3))
+            let envelope = QueueEnvelope(
+                sender: "s@x.test",
+                recipients: ["a@y.test", "b@y.test", "c@y.test"].map { QueuedRecipient(address: $0) })
+            let message = try await commit(store, messageBytes(100), envelope: envelope)
+            let later = Date(timeIntervalSince1970: 2_000_000_000)
+            let outcomes: [QueueError?] = await withCheckedContinuation { continuation in
+                let results = Mutex<[QueueError?]>([])
+                let done: @Sendable (QueueError?) -> Void = { error in
+                    let all = results.withLock { results in
+                        results.append(error)
+                        return results.count == 2 ? results : nil
+                    }
+                    if let all { continuation.resume(returning: all) }
+                }
+                store.update(
+                    message.id, recipients: [0: RecipientChange(status: .delivered, attempts: 1)], completion: done)
+                store.update(
+                    message.id,
+                    recipients: [
+                        1: RecipientChange(status: .deferred, attempts: 1, nextAttempt: later, lastError: "4xx")
+                    ],
+                    completion: done)
+            }
+            #expect(outcomes == [nil, nil])
+            let expected: [RecipientStatus] = [.delivered, .deferred, .pending]
+            #expect(store.message(message.id)?.envelope.recipients.map(\.status) == expected)
+            #expect(store.due(at: Date(), limit: 5) == [message.id])
+            try await store.update(message.id, recipient: 2, RecipientChange(status: .bounced, attempts: 1))
+            #expect(store.due(at: Date(), limit: 5) == [])
+            #expect(store.due(at: later, limit: 5) == [message.id])
+            store.close()
+
+            store = try openStore(directory)
+            defer { store.close() }
+            let recipients = try #require(store.message(message.id)?.envelope.recipients)
+            #expect(recipients.map(\.status) == [.delivered, .deferred, .bounced])
+            #expect(recipients[1].nextAttempt == later && recipients[1].lastError == "4xx")
+            #expect(store.due(at: Date(), limit: 5) == [])
+            #expect(store.due(at: later, limit: 5) == [message.id])
+        }
+    }
+
+    /// Thousands of messages: the index grows past its first size and is rebuilt on open, and
+    /// `due` gives the oldest first however many are due.
+    @Test func manyMessagesThroughIndexGrowth() async throws {
+        try await withQueueDirectory { directory in
+            var store = try openStore(directory)
+            var ids: [QueueID] = []
+            for batch in 0..<25 {
+                let current = store
+                ids += try await withThrowingTaskGroup(of: QueueID.self) { group in
+                    for seed in 0..<100 {
+                        group.addTask { try await commit(current, messageBytes(200, seed: batch * 100 + seed)).id }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+            }
+            ids.sort()
+            #expect(store.statistics.messages == 2500)
+            #expect(store.due(at: Date(), limit: 10) == Array(ids.prefix(10)))
+            for id in ids.prefix(1000) { try await store.remove(id) }
+            store.close()
+
+            store = try openStore(directory)
+            defer { store.close() }
+            #expect(store.statistics.messages == 1500)
+            #expect(store.messages().map(\.id) == Array(ids.dropFirst(1000)))
+            #expect(store.due(at: Date(), limit: 3) == Array(ids[1000..<1003]))
+            #expect(try readAll(store, ids[2499]).count == 200)
         }
     }
 
