@@ -53,7 +53,7 @@ public final class DeliveryScheduler: Sendable {
     let settings: Settings
     let queue: QueueStore
     private let transport: any RemoteTransport
-    private let directory: any LocalRecipientDirectory
+    let directory: any LocalRecipientDirectory
     let threadPool: NIOThreadPool
     private let logger: Logger
     private let work = Mutex(WorkQueue())
@@ -210,6 +210,7 @@ public final class DeliveryScheduler: Sendable {
         let expiry = message.arrival.addingTimeInterval(Self.timeInterval(settings.maxQueueTime))
         var changes: [Int: RecipientChange] = [:]
         var failed: [(QueuedRecipient, DeliveryOutcome)] = []
+        var succeeded: [(QueuedRecipient, DeliveryOutcome)] = []
         var mustWait = false
         for (index, var outcome) in outcomes {
             let recipient = message.envelope.recipients[index]
@@ -234,6 +235,9 @@ public final class DeliveryScheduler: Sendable {
                 metadata["status"] = "sent"
                 metadata["detail"] = "\(outcome.logText)"
                 logger.info("delivered", metadata: metadata)
+                if recipient.notify.map({ DSNNotify(rawValue: $0).contains(.success) }) == true, !outcome.dsnPassedOn {
+                    succeeded.append((recipient, outcome))
+                }
             case .deferred:
                 let next = min(now.addingTimeInterval(retryDelay(afterAttempt: attempts)), expiry)
                 changes[index] = RecipientChange(
@@ -255,6 +259,9 @@ public final class DeliveryScheduler: Sendable {
         }
         if !failed.isEmpty {
             await notifyFailure(message, failed: failed, logger: logger)
+        }
+        if !succeeded.isEmpty {
+            await notifySuccess(message, delivered: succeeded, logger: logger)
         }
         await warnOfDelayIfDue(message, changes: changes, now: now, logger: logger)
 

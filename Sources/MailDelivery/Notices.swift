@@ -38,6 +38,15 @@ extension DeliveryScheduler {
         await sendNotice(.failure, about: message, recipients: wanted, to: sender, logger: logger)
     }
 
+    /// Reports recipients delivered with NOTIFY=SUCCESS (RFC 3461 §4.1) whose next hop did not
+    /// take the request over: "delivered" for a local mailbox, "relayed" for a server without
+    /// DSN (§5.2.2). Never to the null sender.
+    func notifySuccess(_ message: QueuedMessage, delivered: [(QueuedRecipient, DeliveryOutcome)], logger: Logger) async
+    {
+        guard !message.envelope.sender.isEmpty else { return }
+        await sendNotice(.success, about: message, recipients: delivered, to: message.envelope.sender, logger: logger)
+    }
+
     /// One delay warning per message, once it has waited `delay_warning`, for the recipients
     /// still deferred that did not refuse DELAY notices.
     func warnOfDelayIfDue(
@@ -78,14 +87,24 @@ extension DeliveryScheduler {
             kind: kind, reportingMTA: settings.hostname, envelopeID: message.envelope.envelopeID,
             arrivalDate: message.arrival, originalSender: recipient,
             recipients: recipients.map { queued, outcome in
-                DeliveryStatusReport.Recipient(
+                let action: DeliveryStatusReport.Action
+                switch kind {
+                case .failure: action = .failed
+                case .delay: action = .delayed
+                case .success:
+                    action = directory.isLocalDomain(Self.domain(of: queued.address)) ? .delivered : .relayed
+                }
+                return DeliveryStatusReport.Recipient(
                     finalRecipient: queued.address, originalRecipient: queued.originalRecipient,
-                    action: kind == .failure ? .failed : .delayed, status: outcome.status,
-                    remoteMTA: outcome.remoteMTA, diagnostic: outcome.text, diagnosticIsSMTPReply: outcome.fromServer,
-                    lastAttempt: Date(), willRetryUntil: kind == .delay ? expiry : nil)
+                    action: action, status: outcome.status, remoteMTA: outcome.remoteMTA,
+                    // A Maildir delivery's text is a file name, nothing the sender needs.
+                    diagnostic: kind == .success && !outcome.fromServer ? nil : outcome.text,
+                    diagnosticIsSMTPReply: outcome.fromServer, lastAttempt: Date(),
+                    willRetryUntil: kind == .delay ? expiry : nil)
             })
+        // RET (RFC 3461 §4.3) is about failure reports; the others carry the header section.
         let includeBody =
-            message.envelope.dsnReturn != DSNReturn.headers.rawValue
+            kind == .failure && message.envelope.dsnReturn != DSNReturn.headers.rawValue
             && message.size <= Self.returnedContentLimit
         do {
             let original = try await readOriginal(message, limit: includeBody ? message.size : 64 * 1024)
@@ -104,12 +123,13 @@ extension DeliveryScheduler {
                 bodyType: rendered.eightBit ? BodyType.eightBitMIME.rawValue : nil,
                 smtpUTF8: !recipient.utf8.allSatisfy { $0 < 0x80 })
             let queued = try await queue.commit(spool, envelope: envelope)
-            logger.info(
-                kind == .failure ? "sender notified of failure" : "sender notified of delay",
-                metadata: [
-                    "event": kind == .failure ? "bounce_queued" : "delay_warning_queued", "notice": "\(queued.id)",
-                    "to": "<\(recipient)>",
-                ])
+            let (text, event): (Logger.Message, String)
+            switch kind {
+            case .failure: (text, event) = ("sender notified of failure", "bounce_queued")
+            case .delay: (text, event) = ("sender notified of delay", "delay_warning_queued")
+            case .success: (text, event) = ("sender notified of delivery", "success_notice_queued")
+            }
+            logger.info(text, metadata: ["event": "\(event)", "notice": "\(queued.id)", "to": "<\(recipient)>"])
             submit(queued.id)
         } catch {
             logger.error("notice could not be queued", metadata: ["event": "error", "error": "\(error)"])

@@ -6,8 +6,9 @@ import NIOCore
 /// RFC 6522 `multipart/report` of three parts: an explanation for people, the
 /// `message/delivery-status` fields for programs, and the original message or its header section.
 public struct DeliveryStatusReport: Sendable {
-    /// A bounce (`Undelivered Mail`) or a warning that delivery is still being retried.
-    public enum Kind: Sendable { case failure, delay }
+    /// A bounce (`Undelivered Mail`), a warning that delivery is still being retried, or the
+    /// success report a sender asked for with NOTIFY=SUCCESS (RFC 3461 §4.1).
+    public enum Kind: Sendable { case failure, delay, success }
 
     /// RFC 3464 §2.3.3 `action-value`.
     public enum Action: String, Sendable { case failed, delayed, delivered, relayed, expanded }
@@ -100,8 +101,7 @@ public struct DeliveryStatusReport: Sendable {
 
         var header = Self.field("From", "Mail Delivery System <MAILER-DAEMON@\(reportingMTA)>")
         header += Self.field("To", "<\(originalSender)>")
-        header += Self.field(
-            "Subject", kind == .failure ? "Undelivered Mail Returned to Sender" : "Delayed Mail (still being retried)")
+        header += Self.field("Subject", subject)
         header += Self.field("Date", Self.format(date))
         header += Self.field("Message-ID", "<\(messageID)>")
         // RFC 3834 §5: no vacation responder or other automatic agent answers this message.
@@ -128,6 +128,14 @@ public struct DeliveryStatusReport: Sendable {
         return Rendered(data: data, eightBit: eightBit)
     }
 
+    private var subject: String {
+        switch kind {
+        case .failure: return "Undelivered Mail Returned to Sender"
+        case .delay: return "Delayed Mail (still being retried)"
+        case .success: return "Successful Mail Delivery Report"
+        }
+    }
+
     private struct Part {
         var description: String
         var type: String
@@ -150,6 +158,11 @@ public struct DeliveryStatusReport: Sendable {
             paragraphs.append(
                 "This is a warning only; you do not need to resend your message. Your message could not yet be "
                     + "delivered to one or more recipients, and \(retried). \(attached)")
+        case .success:
+            paragraphs.append(
+                "Your message was delivered to the recipients listed below, as you asked. Where it was relayed "
+                    + "to a system that does not report delivery, you will hear no more from it unless it fails "
+                    + "there. \(attached)")
         }
         paragraphs.append(
             "For further assistance, please send mail to postmaster. If you do so, please include this problem "

@@ -243,6 +243,32 @@ private func newMail(_ mailRoot: String, _ mailbox: String) -> [String] {
         }
     }
 
+    /// NOTIFY=SUCCESS (RFC 3461 §4.1, §5.2.2): "delivered" for a local mailbox, "relayed" for a
+    /// server without DSN, nothing for one that took the request over.
+    @Test func successIsReportedWhereTheNextHopWillNot() async throws {
+        var passedOn = accepted
+        passedOn.dsnPassedOn = true
+        let transport = ScriptedTransport(["plain@remote.test": accepted, "dsn@remote.test": passedOn])
+        try await withScheduler(transport: transport) { queue, scheduler, mailRoot in
+            let id = try await enqueue(
+                queue, to: ["alice@local.test", "plain@remote.test", "dsn@remote.test"], notify: 3,
+                body: "Subject: t\r\n\r\nsecret body\r\n")
+            scheduler.submit(id)
+            try await eventually("delivered and reported") {
+                queue.message(id) == nil && transport.transfers.count == 2
+            }
+            #expect(newMail(mailRoot, "alice").count == 1)
+            let notice = transport.transfers[1]
+            #expect(notice.sender == "" && notice.recipients == ["sender@remote.test"])
+            #expect(notice.content.contains("Subject: Successful Mail Delivery Report"))
+            #expect(notice.content.contains("Final-Recipient: rfc822; alice@local.test\r\nAction: delivered\r\n"))
+            #expect(notice.content.contains("Final-Recipient: rfc822; plain@remote.test\r\nAction: relayed\r\n"))
+            #expect(notice.content.contains("Diagnostic-Code: smtp; 250 2.0.0 queued"))
+            #expect(!notice.content.contains("dsn@remote.test"))
+            #expect(notice.content.contains("text/rfc822-headers") && !notice.content.contains("secret body"))
+        }
+    }
+
     @Test func aFailedNoticeGoesToPostmaster() async throws {
         let transport = ScriptedTransport(["nobody@remote.test": refused])
         try await withScheduler(transport: transport) { queue, scheduler, mailRoot in

@@ -709,6 +709,35 @@ def test_outbound_reuses_connections_and_passes_dsn_parameters_on():
             assert parameters.get("ORCPT") == "rfc822;Frank@reuse.test", parameters
             assert "SIZE" in first.mail_parameters
             wait_for_empty_queue(tern)
+            # The next hop took NOTIFY=SUCCESS over: the success report is its business.
+            time.sleep(0.5)
+            assert tern.maildir("alice") == []
+
+
+def test_outbound_success_report_after_a_server_without_dsn():
+    port = free_port()
+    records = {"plain.test": [("MX", 10, "mx.plain.test")], "mx.plain.test": [("A", "127.0.0.2")]}
+    with DNS(records) as dns, FakeSMTPServer("127.0.0.2", port, without=("DSN",)) as server:
+        with Tern(dns_port=dns.port, delivery=outbound_delivery(port)) as tern:
+            client = smtplib.SMTP("127.0.0.1", tern.port, timeout=10)
+            client.sendmail("alice@example.test", ["kate@plain.test", "bob@example.test"],
+                            b"Subject: tell me\r\n\r\nbody\r\n", mail_options=["ENVID=q1"],
+                            rcpt_options=["NOTIFY=SUCCESS"])
+            client.quit()
+            [transaction] = server.wait_for(1)
+            assert "NOTIFY" not in transaction.rcpt_parameters.get("kate@plain.test", {}), transaction
+            assert len(tern.wait_for_maildir("bob", 1)) == 1
+            [report] = tern.wait_for_maildir("alice", 1)
+            message, blocks = delivery_report(report)
+            assert message["Subject"] == "Successful Mail Delivery Report", message["Subject"]
+            actions = {block["Final-Recipient"]: block for block in blocks}
+            relayed = actions["rfc822; kate@plain.test"]
+            assert relayed["Action"] == "relayed" and relayed["Status"].startswith("2."), relayed
+            assert relayed["Remote-MTA"] == "dns; mx.plain.test", relayed
+            delivered = actions["rfc822; bob@example.test"]
+            assert delivered["Action"] == "delivered", delivered
+            assert message.get_payload()[1].get_payload()[0]["Original-Envelope-Id"] == "q1"
+            wait_for_empty_queue(tern)
 
 
 def test_outbound_helo_only_server_gets_plain_smtp():

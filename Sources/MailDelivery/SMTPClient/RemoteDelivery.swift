@@ -24,6 +24,10 @@ public struct DeliveryOutcome: Sendable, Hashable {
     public var relay: String?
     /// `TLSv1.3` when the transfer ran under TLS.
     public var tls: String?
+    /// Delivered to a server that took the DSN parameters (RFC 3461 §5.2.2): a success notice,
+    /// if one was asked for, is its business. False for a final delivery (Maildir, LMTP) and a
+    /// relay to a server without DSN, after which Tern sends it ("delivered" or "relayed").
+    public var dsnPassedOn = false
 
     public init(
         kind: Kind, status: String, text: String, remoteMTA: String? = nil, fromServer: Bool = false,
@@ -200,6 +204,7 @@ public final class RemoteDelivery: RemoteTransport {
                     if let reply = result.replies[position] {
                         var outcome = DeliveryOutcome.from(reply, host: host.name, relay: relay)
                         outcome.tls = client.tls
+                        outcome.dsnPassedOn = client.offersDSN
                         outcomes[index] = outcome
                     }
                 }

@@ -38,6 +38,9 @@ final class SMTPClientConnection: @unchecked Sendable {
     private let tlsContext: NIOSSLContext?
     /// `TLSv1.3` when the session runs under TLS.
     private(set) var tls: String?
+    /// The server offers DSN (RFC 3461): NOTIFY and ORCPT went on with the recipients, and
+    /// success notices are the next hop's to send.
+    var offersDSN: Bool { session.capabilities.dsn }
     /// When the last transaction ended, for the connection cache.
     var idleSince = NIODeadline.now()
     /// Transactions run on this connection.
