@@ -267,7 +267,17 @@ public final class DeliveryScheduler: Sendable {
 
         var recipients = message.envelope.recipients
         for (index, change) in changes { recipients[index].status = change.status }
-        let allFinal = recipients.allSatisfy(\.isFinal)
+        if recipients.allSatisfy(\.isFinal) {
+            // Nothing left to do: the removal alone records it, and is waited for like a delivery
+            // would be, so that a crash cannot deliver again what was delivered.
+            do {
+                try await queue.remove(id)
+                logger.info("removed", metadata: ["event": "removed"])
+            } catch {
+                logger.error("queue remove failed", metadata: ["event": "error", "error": "\(error)"])
+            }
+            return finished()
+        }
         if !changes.isEmpty {
             if mustWait {
                 do {
@@ -286,15 +296,7 @@ public final class DeliveryScheduler: Sendable {
                 return
             }
         }
-        guard allFinal else { return finished() }
-        queue.remove(id) { [logger] error in
-            if let error {
-                logger.error("queue remove failed", metadata: ["event": "error", "error": "\(error)"])
-            } else {
-                logger.info("removed", metadata: ["event": "removed"])
-            }
-            finished()
-        }
+        finished()
     }
 
     /// The remote recipients, one transfer per domain, the domains in parallel.
