@@ -84,18 +84,28 @@ public struct DeliveryStatusReport: Sendable {
     /// `text/rfc822-headers` (RFC 6522 §4); true returns all of `original` as `message/rfc822`.
     public func render(messageID: String, date: Date, original: ByteBuffer, includeBody: Bool) -> Rendered {
         let explanation = ByteBuffer(string: notification(includeBody: includeBody))
+        let status = ByteBuffer(string: deliveryStatusFields())
+        let returned = Self.returnedContent(original, headerSectionOnly: !includeBody)
+        // RFC 6533: UTF-8 in the report's fields (an internationalised address, a server's UTF-8
+        // reply) or in the returned header section calls for the "global" media types.
+        let globalStatus = Self.isEightBit(status)
+        let headerSection = includeBody ? Self.returnedContent(original, headerSectionOnly: true) : returned
+        let globalReturned = Self.isEightBit(headerSection)
+        let returnedType =
+            includeBody
+            ? (globalReturned ? "message/global" : "message/rfc822")
+            : (globalReturned ? "message/global-headers" : "text/rfc822-headers")
         let parts = [
             Part(
                 description: "Notification",
                 type: "text/plain; charset=\(Self.isEightBit(explanation) ? "utf-8" : "us-ascii")",
                 content: explanation),
             Part(
-                description: "Delivery report", type: "message/delivery-status",
-                content: ByteBuffer(string: deliveryStatusFields())),
+                description: "Delivery report",
+                type: globalStatus ? "message/global-delivery-status" : "message/delivery-status", content: status),
             Part(
                 description: includeBody ? "Returned message" : "Returned message header section",
-                type: includeBody ? "message/rfc822" : "text/rfc822-headers",
-                content: Self.returnedContent(original, headerSectionOnly: !includeBody)),
+                type: returnedType, content: returned),
         ]
         let boundary = Self.boundary(messageID: messageID, avoiding: parts.map(\.content))
 
@@ -107,7 +117,8 @@ public struct DeliveryStatusReport: Sendable {
         // RFC 3834 §5: no vacation responder or other automatic agent answers this message.
         header += Self.field("Auto-Submitted", "auto-replied")
         header += Self.field("MIME-Version", "1.0")
-        header += Self.field("Content-Type", "multipart/report; report-type=delivery-status; boundary=\"\(boundary)\"")
+        let reportType = globalStatus ? "global-delivery-status" : "delivery-status"
+        header += Self.field("Content-Type", "multipart/report; report-type=\(reportType); boundary=\"\(boundary)\"")
         let eightBit = !header.utf8.allSatisfy { $0 < 0x80 } || parts.contains { Self.isEightBit($0.content) }
         header += Self.field("Content-Transfer-Encoding", eightBit ? "8bit" : "7bit")
 
@@ -197,7 +208,9 @@ public struct DeliveryStatusReport: Sendable {
             if let original = recipient.originalRecipient, !original.isEmpty {
                 fields += Self.field("Original-Recipient", original)
             }
-            fields += Self.field("Final-Recipient", "rfc822; \(recipient.finalRecipient)")
+            // RFC 6533 §3: an address with UTF-8 in it is of type utf-8, not rfc822.
+            let addressType = recipient.finalRecipient.utf8.allSatisfy { $0 < 0x80 } ? "rfc822" : "utf-8"
+            fields += Self.field("Final-Recipient", "\(addressType); \(recipient.finalRecipient)")
             fields += Self.field("Action", recipient.action.rawValue)
             fields += Self.field("Status", recipient.status)
             if let host = recipient.remoteMTA { fields += Self.field("Remote-MTA", "dns; \(host)") }

@@ -364,6 +364,34 @@ struct ParsedReport {
         #expect(parsed.explanation["Content-Type"] == "text/plain; charset=\(charset)")
     }
 
+    /// RFC 6533: UTF-8 in the report's fields or in the returned header section makes the
+    /// report "global"; otherwise the RFC 3464 types stay.
+    @Test(
+        arguments: [
+            ("bob@example.net", "Subject: Hello\r\n\r\nHi\r\n", true, "delivery-status", "message/rfc822"),
+            ("bob@example.net", "Subject: Hello\r\n\r\nHi\r\n", false, "delivery-status", "text/rfc822-headers"),
+            ("bob@example.net", "Subject: Grüße\r\n\r\nHi\r\n", true, "delivery-status", "message/global"),
+            ("bob@example.net", "Subject: Grüße\r\n\r\nHi\r\n", false, "delivery-status", "message/global-headers"),
+            ("bob@example.net", "Subject: Hello\r\n\r\nGrüße\r\n", true, "delivery-status", "message/rfc822"),
+            ("jürgen@example.net", "Subject: Hello\r\n\r\nHi\r\n", true, "global-delivery-status", "message/rfc822"),
+        ] as [(String, String, Bool, String, String)])
+    func internationalisedReportsUseTheGlobalTypes(
+        recipient address: String, original: String, includeBody: Bool, reportType: String, returnedType: String
+    ) throws {
+        var recipient = Self.bob
+        recipient.finalRecipient = address
+        recipient.diagnostic = "550 5.1.1 user unknown"
+        let parsed = try ParsedReport(
+            Self.render(Self.failure([recipient]), original: original, includeBody: includeBody).data)
+        #expect(parsed.header["Content-Type"]?.hasPrefix("multipart/report; report-type=\(reportType);") == true)
+        #expect(
+            parsed.parts[1]["Content-Type"] == (reportType == "delivery-status" ? "message/" : "message/global-")
+                + "delivery-status")
+        #expect(parsed.parts[2]["Content-Type"] == returnedType)
+        let addressType = address.utf8.allSatisfy { $0 < 0x80 } ? "rfc822" : "utf-8"
+        #expect(parsed.statusBlocks[1]["Final-Recipient"] == "\(addressType); \(address)")
+    }
+
     @Test func aNullSenderDoesNotCrash() throws {
         let parsed = try ParsedReport(Self.render(Self.failure(sender: "")).data)
         #expect(parsed.header["To"] == "<>")
