@@ -192,6 +192,7 @@ public final class QueueStore: @unchecked Sendable {
             for fd in segmentReaders.values { Glibc.close(fd) }
             segmentReaders = [:]
             index?.close()
+            index = nil
         }
         flock(lockFD, LOCK_UN)
         Glibc.close(lockFD)
@@ -444,6 +445,7 @@ public final class QueueStore: @unchecked Sendable {
     /// Reads the whole index unless nothing can be due yet (the store knows the earliest time
     /// anything is due), and keeps no more than about `2 * limit` IDs in memory while it does.
     public func due(at date: Date, limit: Int) -> [QueueID] {
+        guard limit > 0 else { return [] }
         let now = QueueTime.microseconds(date)
         let skip = condition.withLock {
             guard dueHint <= now else { return true }
@@ -451,7 +453,7 @@ public final class QueueStore: @unchecked Sendable {
             dueHint = .max
             return false
         }
-        guard !skip, limit > 0 else { return [] }
+        guard !skip else { return [] }
         var found: [QueueID] = []
         var earliest = Int64.max
         do {

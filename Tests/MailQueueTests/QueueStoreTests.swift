@@ -491,6 +491,7 @@ func files(_ path: String) -> [String] {
             #expect(outcomes == [nil, nil])
             let expected: [RecipientStatus] = [.delivered, .deferred, .pending]
             #expect(store.message(message.id)?.envelope.recipients.map(\.status) == expected)
+            #expect(store.due(at: Date(), limit: 0) == [])
             #expect(store.due(at: Date(), limit: 5) == [message.id])
             try await store.update(message.id, recipient: 2, RecipientChange(status: .bounced, attempts: 1))
             #expect(store.due(at: Date(), limit: 5) == [])
@@ -534,6 +535,9 @@ func files(_ path: String) -> [String] {
             #expect(store.messages().map(\.id) == Array(ids.dropFirst(1000)))
             #expect(store.due(at: Date(), limit: 3) == Array(ids[1000..<1003]))
             #expect(try readAll(store, ids[2499]).count == 200)
+            store.close()
+            #expect(store.message(ids[2499]) == nil && store.due(at: Date(), limit: 3) == [])
+            #expect(throws: QueueError.closed) { try store.readData(ids[2499]) }
         }
     }
 
