@@ -20,43 +20,26 @@ tern_port=2527
 work=$(mktemp -d /tmp/tern-bench.XXXXXX)
 tern_pid=""
 
+source "$root/bench/common.sh"
+
 cleanup() {
-  [[ -n $tern_pid ]] && kill "$tern_pid" 2>/dev/null && wait "$tern_pid" 2>/dev/null || true
+  stop_process "$tern_pid"
   "$baseline" stop || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-command -v smtp-source >/dev/null || PATH=$PATH:/usr/sbin
-echo "== building tern (release)"
-swift build -c release --product tern >/dev/null
-tern=$root/.build/release/tern
+build_tern
 
 echo "== starting postfix"
 "$baseline" start "$postfix_port" discard
 
-cat >"$work/tern.toml" <<TOML
-hostname = "tern.bench.test"
-data_dir = "$work/data"
-[listen]
-smtp = ["127.0.0.1:$tern_port"]
-[relay]
-trusted_networks = ["127.0.0.0/8"]
-[limits]
-max_connections_per_ip = 1000
-[delivery]
 # This benchmark measures acceptance: the relayhost is a closed port, so each message is
 # deferred after one refused connection and waits in the queue past the benchmark's end
 # (bench/relay.sh measures relaying).
-relayhost = "[127.0.0.1]:9"
-retry = ["1h"]
-[[domains]]
-name = "tern.bench.test"
-mailboxes = ["postmaster"]
-TOML
-"$tern" serve --config "$work/tern.toml" 2>"$work/tern.log" &
-tern_pid=$!
-for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$tern_port " && break; sleep 0.1; done
+write_tern_config "$tern_port" 'relayhost = "[127.0.0.1]:9"
+retry = ["1h"]'
+start_tern "$tern_port"
 
 # rate PORT SESSIONS COUNT → messages per second
 rate() {

@@ -18,41 +18,17 @@ port=2529
 work=$(mktemp -d /tmp/tern-memory.XXXXXX)
 tern_pid=""
 
+source "$root/bench/common.sh"
+
 cleanup() {
-  [[ -n $tern_pid ]] && kill "$tern_pid" 2>/dev/null && wait "$tern_pid" 2>/dev/null || true
+  stop_process "$tern_pid"
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-command -v smtp-source >/dev/null || PATH=$PATH:/usr/sbin
-echo "== building tern (release)"
-swift build -c release --product tern >/dev/null
-tern=$root/.build/release/tern
-
-cat >"$work/tern.toml" <<TOML
-hostname = "tern.bench.test"
-data_dir = "$work/data"
-[listen]
-smtp = ["127.0.0.1:$port"]
-[relay]
-trusted_networks = ["127.0.0.0/8"]
-[limits]
-max_connections_per_ip = 1000
-[delivery]
-relayhost = "[127.0.0.1]:9"
-retry = ["1h"]
-[[domains]]
-name = "tern.bench.test"
-mailboxes = ["postmaster"]
-TOML
-
-start_tern() {
-  "$tern" serve --config "$work/tern.toml" 2>>"$work/tern.log" &
-  tern_pid=$!
-  for _ in $(seq 3000); do ss -ltn | grep -q "127.0.0.1:$port " && return; sleep 0.1; done
-  echo "tern did not start" >&2
-  exit 1
-}
+build_tern
+write_tern_config "$port" 'relayhost = "[127.0.0.1]:9"
+retry = ["1h"]'
 
 # Resident and peak resident memory of the server, in MiB.
 memory() {
@@ -69,7 +45,7 @@ settle() {
   sleep 2
 }
 
-start_tern
+start_tern "$port"
 rows=""
 queued=0
 per_step=$((messages / steps))
@@ -87,9 +63,9 @@ done
 index=$(du -m "$work/data/queue/index" | cut -f1)
 log=$(du -sm "$work/data/queue/log" | cut -f1)
 
-kill "$tern_pid"; wait "$tern_pid" 2>/dev/null || true
+stop_process "$tern_pid"
 start=$(date +%s.%N)
-start_tern
+start_tern "$port"
 end=$(date +%s.%N)
 read -r rss hwm <<<"$(memory)"
 reopen=$(printf "%.1f" "$(echo "$end - $start" | bc)")

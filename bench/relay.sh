@@ -21,18 +21,17 @@ sink_port=2600
 work=$(mktemp -d /tmp/tern-relay.XXXXXX)
 tern_pid="" sink_pid=""
 
+source "$root/bench/common.sh"
+
 cleanup() {
-  [[ -n $tern_pid ]] && kill "$tern_pid" 2>/dev/null && wait "$tern_pid" 2>/dev/null || true
-  [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null && wait "$sink_pid" 2>/dev/null || true
+  stop_process "$tern_pid"
+  stop_process "$sink_pid"
   "$baseline" stop || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-command -v smtp-source >/dev/null || PATH=$PATH:/usr/sbin
-echo "== building tern (release)"
-swift build -c release --product tern >/dev/null
-tern=$root/.build/release/tern
+build_tern
 
 echo "== starting smtp-sink on 127.0.0.1:$sink_port"
 smtp-sink -u nobody 127.0.0.1:$sink_port 1000 &
@@ -41,26 +40,10 @@ sink_pid=$!
 echo "== starting postfix"
 "$baseline" start "$postfix_port" "$sink_port"
 
-cat >"$work/tern.toml" <<TOML
-hostname = "tern.bench.test"
-data_dir = "$work/data"
-[listen]
-smtp = ["127.0.0.1:$tern_port"]
-[relay]
-trusted_networks = ["127.0.0.0/8"]
-[limits]
-max_connections_per_ip = 1000
-[delivery]
-relayhost = "[127.0.0.1]:$sink_port"
+write_tern_config "$tern_port" "relayhost = \"[127.0.0.1]:$sink_port\"
 destination_concurrency = 20
-retry = ["1s"]
-[[domains]]
-name = "tern.bench.test"
-mailboxes = ["postmaster"]
-TOML
-"$tern" serve --config "$work/tern.toml" 2>"$work/tern.log" &
-tern_pid=$!
-for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$tern_port " && break; sleep 0.1; done
+retry = [\"1s\"]"
+start_tern "$tern_port"
 
 tern_queue() { "$tern" queue list --json --config "$work/tern.toml" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
 
