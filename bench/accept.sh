@@ -57,8 +57,6 @@ settle() {
   sleep 1
 }
 
-median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
-
 rows=""
 for sessions in 1 16 64; do
   count=$messages
@@ -74,7 +72,7 @@ for sessions in 1 16 64; do
   done
   p=$(median "${ps[@]}")
   t=$(median "${ts[@]}")
-  ratio=$(printf "%.2f" "$(echo "scale=4; $t / $p" | bc)")
+  ratio=$(ratio "$t" "$p")
   echo "sessions=$sessions postfix=$p/s tern=$t/s ratio=$ratio"
   rows+="| $sessions | $count | $p | $t | ${ratio}× |"$'\n'
 done
@@ -92,15 +90,4 @@ Tern logged $acknowledged queued messages, every one acknowledged after its grou
 $rows
 Target (SPEC §4): at least 3× at 16 and 64 sessions.
 "
-echo "$table"
-python3 - "$root/docs/performance.md" "$table" <<'PY'
-import re, sys
-path, table = sys.argv[1], sys.argv[2]
-try:
-    text = open(path).read()
-except FileNotFoundError:
-    text = "# Performance\n\nHow to reproduce: `sudo bench/accept.sh` (see the script's header).\n\n"
-section = re.compile(r"## Accept rate \(bench/accept.sh\).*?(?=\n## |\Z)", re.S)
-text = section.sub(table.strip() + "\n", text) if section.search(text) else text.rstrip() + "\n\n" + table
-open(path, "w").write(text)
-PY
+publish "$table"

@@ -45,3 +45,27 @@ start_tern() {
 stop_process() {
   [[ -n $1 ]] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null || true
 }
+
+# median A B C: the middle one of three numbers.
+median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+
+# ratio TERN POSTFIX: TERN / POSTFIX with two decimals.
+ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc)"; }
+
+# publish TABLE: prints TABLE and puts it in docs/performance.md in place of the section with
+# the same "## " heading (its first line), or at the end if there is none yet.
+publish() {
+  echo "$1"
+  python3 - "$root/docs/performance.md" "$1" <<'PY'
+import re, sys
+path, table = sys.argv[1], sys.argv[2]
+try:
+    text = open(path).read()
+except FileNotFoundError:
+    text = "# Performance\n\nHow to reproduce: see the scripts in bench/.\n\n"
+heading = table.strip().splitlines()[0]
+section = re.compile(re.escape(heading) + r".*?(?=\n## |\Z)", re.S)
+text = section.sub(lambda _: table.strip() + "\n", text) if section.search(text) else text.rstrip() + "\n\n" + table
+open(path, "w").write(text)
+PY
+}

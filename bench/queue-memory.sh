@@ -86,12 +86,4 @@ ${hwm} MiB, listening ${reopen} s after start (recovery replays the whole log).
 
 Target (SPEC §4): memory does not grow with the queue.
 "
-echo "$table"
-python3 - "$root/docs/performance.md" "$table" <<'PY'
-import re, sys
-path, table = sys.argv[1], sys.argv[2]
-text = open(path).read()
-section = re.compile(r"## Queue memory \(bench/queue-memory.sh\).*?(?=\n## |\Z)", re.S)
-text = section.sub(table.strip() + "\n", text) if section.search(text) else text.rstrip() + "\n\n" + table
-open(path, "w").write(text)
-PY
+publish "$table"

@@ -67,8 +67,6 @@ rate() {
   echo "scale=1; $4 / ($end - $start)" | bc
 }
 
-median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
-
 rows=""
 for sessions in 16 64; do
   rate postfix "$postfix_port" "$sessions" 200 >/dev/null   # warm-up
@@ -81,7 +79,7 @@ for sessions in 16 64; do
   done
   p=$(median "${ps[@]}")
   t=$(median "${ts[@]}")
-  ratio=$(printf "%.2f" "$(echo "scale=4; $t / $p" | bc)")
+  ratio=$(ratio "$t" "$p")
   echo "sessions=$sessions postfix=$p/s tern=$t/s ratio=$ratio"
   rows+="| $sessions | $messages | $p | $t | ${ratio}× |"$'\n'
 done
@@ -100,12 +98,4 @@ Tern relayed $relayed messages in all.
 $rows
 Target (SPEC §4): at least 2×.
 "
-echo "$table"
-python3 - "$root/docs/performance.md" "$table" <<'PY'
-import re, sys
-path, table = sys.argv[1], sys.argv[2]
-text = open(path).read()
-section = re.compile(r"## Relay throughput \(bench/relay.sh\).*?(?=\n## |\Z)", re.S)
-text = section.sub(table.strip() + "\n", text) if section.search(text) else text.rstrip() + "\n\n" + table
-open(path, "w").write(text)
-PY
+publish "$table"
