@@ -49,10 +49,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // libxcrypt's crypt(3): the password hashes of Dovecot's passwd-file (SHA-crypt, bcrypt).
+        .systemLibrary(name: "CCrypt"),
         .target(
             name: "MailPolicy",
             dependencies: [
-                "DNSClient", "MailMessage", "SMTPProtocol",
+                "DNSClient", "MailMessage", "SMTPProtocol", "CCrypt",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strict
@@ -75,6 +77,8 @@ let package = Package(
                 "SMTPProtocol", "MailMessage", "DNSClient", "MailQueue", "MailPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -89,6 +93,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: strict
@@ -96,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "TernCommand",
             dependencies: [
-                "TernService",
+                "TernService", "MailPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -11,13 +11,16 @@ public enum TraceHeaders {
         case esmtpsa = "ESMTPSA"
         case utf8smtp = "UTF8SMTP"
         case utf8smtps = "UTF8SMTPS"
+        case utf8smtpa = "UTF8SMTPA"
+        case utf8smtpsa = "UTF8SMTPSA"
         case local = "local"
     }
 
     /// One `Received:` field, folded over several lines, ending in CRLF:
     ///
     ///     Received: from helo.example (mail.example [192.0.2.1])
-    ///     	by mx.example.test (Tern) with ESMTPS (TLSv1.3 TLS_AES_128_GCM_SHA256) id 0123ABCD
+    ///     	by mx.example.test (Tern) with ESMTPS (using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256)
+    ///     	id 0123ABCD
     ///     	for <rcpt@example.test>; Mon, 23 Nov 2026 10:00:00 +0000
     ///
     /// `reverseName` nil means the client's address has no (confirmed) name: `unknown`, as
@@ -35,8 +38,8 @@ public enum TraceHeaders {
                 "from \(sanitize(heloName ?? "unknown")) (\(sanitize(reverseName ?? "unknown")) [\(literal)])\r\n\t"
         }
         field += "by \(hostname) (Tern) with \(`protocol`.rawValue)"
-        if let tls { field += " (\(sanitize(tls)))" }
-        field += " id \(queueID)"
+        if let tls { field += " (\(sanitize(tls)))\r\n\t" } else { field += " " }
+        field += "id \(queueID)"
         if let recipient { field += "\r\n\tfor <\(sanitize(recipient))>" }
         field += ";\r\n\t\(MessageDate.format(secondsSince1970: secondsSince1970))\r\n"
         return field

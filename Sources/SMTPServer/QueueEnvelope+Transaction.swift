@@ -4,7 +4,10 @@ import SMTPProtocol
 extension QueueEnvelope {
     /// The queue's envelope for a finished transaction: one queued recipient per delivery
     /// target (aliases already expanded), each remembering the RCPT it came from (RFC 3461 ORCPT).
-    init(transaction: SMTPServerSession.Transaction, clientAddress: String?, heloName: String?) {
+    init(
+        transaction: SMTPServerSession.Transaction, clientAddress: String?, heloName: String?,
+        authenticatedUser: String? = nil
+    ) {
         var seen = Set<String>()
         var recipients: [QueuedRecipient] = []
         for accepted in transaction.recipients {
@@ -22,6 +25,6 @@ extension QueueEnvelope {
             sender: transaction.sender.description, recipients: recipients,
             bodyType: transaction.parameters.body?.rawValue, smtpUTF8: transaction.parameters.smtpUTF8,
             dsnReturn: transaction.parameters.ret?.rawValue, envelopeID: transaction.parameters.envelopeID,
-            clientAddress: clientAddress, heloName: heloName, authenticatedUser: nil)
+            clientAddress: clientAddress, heloName: heloName, authenticatedUser: authenticatedUser)
     }
 }

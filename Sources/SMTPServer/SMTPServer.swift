@@ -48,6 +48,8 @@ public struct SMTPServerSettings: Sendable {
     public var maxConnections: Int
     public var maxConnectionsPerIP: Int
     public var trustedNetworks: [NetworkRange]
+    /// Failed AUTH attempts in one session before it ends with 421.
+    public var authFailuresPerSession = 3
 
     public init(
         hostname: String, listeners: [SMTPListener], limits: SMTPLimits = SMTPLimits(),
@@ -77,6 +79,9 @@ public final class SMTPServer: Sendable {
     struct Context: Sendable {
         var settings: SMTPServerSettings
         var policy: RecipientPolicy
+        var senderPolicy: SenderPolicy?
+        var tls: ServerTLS?
+        var authentication: SMTPAuthentication?
         var queue: QueueStore
         var reverseLookup: @Sendable (String) async -> String?
         /// The answer the hosts file gives at once, if any (no task, no wait).
@@ -96,15 +101,19 @@ public final class SMTPServer: Sendable {
 
     /// `reverseLookup` maps a client address to its confirmed host name (FCrDNS) or nil; it
     /// must bound its own time. `onQueued` is told about every message the queue accepted.
+    /// Without `tls` there is no STARTTLS and `submissions` cannot be served; without
+    /// `authentication` there is no AUTH, and the submission ports do not require it.
     public init(
-        settings: SMTPServerSettings, policy: RecipientPolicy, queue: QueueStore,
+        settings: SMTPServerSettings, policy: RecipientPolicy, senderPolicy: SenderPolicy? = nil,
+        tls: ServerTLS? = nil, authentication: SMTPAuthentication? = nil, queue: QueueStore,
         reverseLookup: @escaping @Sendable (String) async -> String?,
         immediateReverseName: @escaping @Sendable (String) -> String? = { _ in nil },
         onQueued: @escaping @Sendable (QueuedMessage) -> Void,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger
     ) {
         self.context = Context(
-            settings: settings, policy: policy, queue: queue, reverseLookup: reverseLookup,
+            settings: settings, policy: policy, senderPolicy: senderPolicy, tls: tls,
+            authentication: authentication, queue: queue, reverseLookup: reverseLookup,
             immediateReverseName: immediateReverseName, onQueued: onQueued, clock: { Int(time(nil)) })
         self.group = group
         self.logger = logger
@@ -154,6 +163,9 @@ public final class SMTPServer: Sendable {
     }
 
     private func bind(_ listener: SMTPListener) async throws -> any Channel {
+        if listener.kind == .submissions, context.tls == nil {
+            throw SMTPServerError.submissionsWithoutTLS(listener)
+        }
         let settings = context.settings
         let context = self.context
         let connections = self.connections
@@ -186,6 +198,10 @@ public final class SMTPServer: Sendable {
                 let trusted =
                     address.map { address in settings.trustedNetworks.contains { $0.contains(address) } } ?? false
                 return channel.eventLoop.makeCompletedFuture {
+                    if listener.kind == .submissions, let tls = context.tls {
+                        // RFC 8314 §3: the session begins with the handshake.
+                        try channel.pipeline.syncOperations.addHandlers(tls.makeHandlers())
+                    }
                     try channel.pipeline.syncOperations.addHandlers(
                         SMTPTimeoutHandler(
                             hostname: settings.hostname, commandTimeout: settings.commandTimeout,
@@ -198,6 +214,16 @@ public final class SMTPServer: Sendable {
                 }
             }
             .bind(host: listener.host, port: listener.port).get()
+    }
+}
+
+public enum SMTPServerError: Error, CustomStringConvertible {
+    case submissionsWithoutTLS(SMTPListener)
+
+    public var description: String {
+        switch self {
+        case .submissionsWithoutTLS(let listener): "\(listener) needs [tls]: implicit TLS has no plaintext start"
+        }
     }
 }
 

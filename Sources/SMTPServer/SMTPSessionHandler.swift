@@ -3,6 +3,8 @@ import MailMessage
 import MailPolicy
 import MailQueue
 import NIOCore
+import NIOSSL
+import NIOTLS
 import SMTPProtocol
 
 /// Drives one SMTP session on its channel's event loop: frames the input, runs
@@ -30,7 +32,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     }
 
     private let server: SMTPServer.Context
-    private let client: ClientFacts
+    private var client: ClientFacts
     private let clientAddress: String?
     private var logger: Logger
     private var session: SMTPServerSession
@@ -49,6 +51,14 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     /// The queue has the message of `incoming` and has not answered yet.
     private var commitInFlight = false
     private var context: ChannelHandlerContext?
+    /// The TLS session, once a handshake finished.
+    private var tls: NegotiatedTLS?
+    /// The cipher the sniffer saw, until the handshake's end makes `tls`.
+    private var sniffedCipher: String?
+    /// A STARTTLS handshake is under way; input waits for it.
+    private var handshaking = false
+    /// Credentials are being checked; input waits for the answer.
+    private var authenticating = false
     /// Input a waiting session keeps before it stops reading.
     static let waitingInputLimit = 64 * 1024
 
@@ -60,10 +70,15 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         self.clientAddress = clientAddress
         self.logger = logger
         let settings = server.settings
+        // AUTH belongs to the submission ports (RFC 6409), and with it the duty to use it.
+        let submission = listener.kind != .smtp && server.authentication != nil
         self.session = SMTPServerSession(
             configuration: .init(
-                hostname: settings.hostname, limits: settings.limits, tlsAvailable: false, authAvailable: false,
-                authRequired: false, implicitTLS: listener.kind == .submissions))
+                hostname: settings.hostname, limits: settings.limits,
+                tlsAvailable: server.tls != nil && listener.kind != .submissions, authAvailable: submission,
+                authRequired: submission, implicitTLS: listener.kind == .submissions,
+                authMechanisms: server.authentication?.mechanisms ?? [],
+                authFailuresPerSession: settings.authFailuresPerSession))
         self.framer = SMTPLineFramer(maxLineLength: settings.limits.commandLineLength)
     }
 
@@ -115,11 +130,20 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSCipherSniffer.TLSCipherEvent {
+            sniffedCipher = event.cipher
+            return
+        }
+        if case TLSUserEvent.handshakeCompleted = event {
+            handshakeCompleted(context: context)
+            return
+        }
         if event is SMTPServer.ShutdownEvent {
             shutdownRequested = true
-            // A message being committed gets its answer first (commitFinished ends the
-            // session then); every other session ends now.
-            if case .waiting = mode, waitingForName == nil { return }
+            // A message being committed and a login being checked get their answer first
+            // (commitFinished and authenticationFinished end the session then); every other
+            // session ends now.
+            if commitInFlight || authenticating { return }
             shutDown()
             return
         }
@@ -127,7 +151,14 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.debug("connection error", metadata: ["error": "\(error)"])
+        if case NIOSSLError.uncleanShutdown = error {
+            // Most clients hang up after QUIT without a TLS close_notify; nothing was lost.
+            logger.debug("TLS ended without close_notify")
+        } else if error is NIOSSLError || error is BoringSSLError {
+            logger.info("TLS failed", metadata: ["event": "tls_error", "error": "\(error)"])
+        } else {
+            logger.debug("connection error", metadata: ["error": "\(error)"])
+        }
         context.close(promise: nil)
     }
 
@@ -144,6 +175,8 @@ final class SMTPSessionHandler: ChannelInboundHandler {
                 switch frame {
                 case .lineTooLong:
                     perform(session.receiveOverlongLine())
+                case .line(let line) where session.awaitsSASLResponse:
+                    perform(session.receiveSASLResponse(String(decoding: line.readableBytesView, as: UTF8.self)))
                 case .line(let line):
                     perform(session.receive(Result { () throws(SMTPCommandError) in try SMTPCommand.parse(line) }))
                 }
@@ -228,8 +261,10 @@ final class SMTPSessionHandler: ChannelInboundHandler {
                 setTimeoutPhase(.data)
                 mode = .discard(remaining: size, reply: reply)
             case .startTLS(let reply):
-                // TLS arrives with its own issue; the session never offers it until then.
                 send(reply)
+                startTLS()
+            case .authenticate(let credentials):
+                authenticate(credentials)
             case .commit(let transaction):
                 commit(transaction)
             }
@@ -237,6 +272,15 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     }
 
     private func verifySender(_ sender: ReversePath, _ parameters: MailParameters) -> SMTPReply? {
+        if let refusal = server.senderPolicy?.verify(sender, client: client) {
+            logger.info(
+                "sender refused",
+                metadata: [
+                    "event": "reject", "from": "<\(sender)>", "sasl_username": "\(client.authenticatedUser ?? "")",
+                    "reply": "\(refusal)",
+                ])
+            return refusal
+        }
         // SPEC §2.2: refuse before the client sends data we could not store.
         guard server.queue.hasSpace(forMessageOfSize: parameters.size ?? 0) else {
             logger.warning("queue storage low", metadata: ["event": "reject", "reply": "452 4.3.1"])
@@ -274,7 +318,8 @@ final class SMTPSessionHandler: ChannelInboundHandler {
             let single = transaction.recipients.count == 1 ? transaction.recipients[0].path.description : nil
             let received = TraceHeaders.received(
                 heloName: session.heloName, reverseName: reverseName ?? nil, clientAddress: clientAddress,
-                hostname: server.settings.hostname, protocol: receivedProtocol(transaction), queueID: "\(id)",
+                hostname: server.settings.hostname, protocol: receivedProtocol(transaction), tls: tls?.received,
+                queueID: "\(id)",
                 recipient: single, secondsSince1970: server.clock())
             let message = IncomingMessage(spool: spool, limits: server.settings.limits)
             try message.writeTrace(received)
@@ -292,10 +337,116 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         }
     }
 
+    /// RFC 3848 and RFC 6531 §3.7.3: S for TLS, A for AUTH.
     private func receivedProtocol(_ transaction: SMTPServerSession.Transaction) -> TraceHeaders.ReceivedProtocol {
-        if transaction.parameters.smtpUTF8 { return session.tlsActive ? .utf8smtps : .utf8smtp }
+        let secure = session.tlsActive
+        let authenticated = session.authenticatedUser != nil
+        if transaction.parameters.smtpUTF8 {
+            switch (secure, authenticated) {
+            case (true, true): return .utf8smtpsa
+            case (true, false): return .utf8smtps
+            case (false, true): return .utf8smtpa
+            case (false, false): return .utf8smtp
+            }
+        }
         if !session.extended { return .smtp }
-        return session.tlsActive ? .esmtps : .esmtp
+        switch (secure, authenticated) {
+        case (true, true): return .esmtpsa
+        case (true, false): return .esmtps
+        case (false, true): return .esmtpa
+        case (false, false): return .esmtp
+        }
+    }
+
+    // MARK: TLS
+
+    /// RFC 3207 §4.2 and §6: the 220 is on its way; TLS goes under the session now, and what
+    /// the client sent after STARTTLS in the same flight is thrown away unread, so that no
+    /// plaintext command can ride into the encrypted session.
+    private func startTLS() {
+        flush()
+        let injected = framer.bufferedByteCount
+        framer.discardBuffered()
+        if injected > 0 {
+            logger.warning(
+                "input after STARTTLS discarded", metadata: ["event": "starttls_injection", "octets": "\(injected)"])
+        }
+        guard let context, let tls = server.tls else { return }
+        do {
+            // Outermost first: the sniffer must see the records the TLS handler writes.
+            for handler in tls.makeHandlers().reversed() {
+                try context.pipeline.syncOperations.addHandler(handler, position: .first)
+            }
+        } catch {
+            logger.error("STARTTLS failed", metadata: ["error": "\(error)"])
+            close()
+            return
+        }
+        handshaking = true
+        wait()
+    }
+
+    private func handshakeCompleted(context: ChannelHandlerContext) {
+        let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
+        tls = NegotiatedTLS(version: handler?.tlsVersion?.name ?? "TLS", cipher: sniffedCipher)
+        logger.info(
+            "TLS established",
+            metadata: ["event": "tls", "tls_version": "\(tls!.version)", "cipher": "\(sniffedCipher ?? "-")"])
+        guard handshaking else { return }  // implicit TLS: the session began secure
+        handshaking = false
+        if shutdownRequested {
+            shutDown()
+            return
+        }
+        session.tlsStarted()
+        mode = .command
+        readAgain()
+    }
+
+    // MARK: AUTH
+
+    /// Checks the credentials off the event loop; input waits for the answer.
+    private func authenticate(_ credentials: SASLCredentials) {
+        guard let authentication = server.authentication, let context else {
+            perform(session.authenticationFinished(.temporaryFailure))
+            return
+        }
+        wait()
+        authenticating = true
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        authentication.authenticate(
+            credentials, address: clientAddress, now: server.clock(), on: context.eventLoop
+        ).whenSuccess { result in
+            loopBound.value.authenticationFinished(result, mechanism: credentials.mechanism)
+        }
+    }
+
+    private func authenticationFinished(_ result: AuthenticationResult, mechanism: String) {
+        authenticating = false
+        guard case .waiting = mode else { return }  // the connection went away meanwhile
+        // The user name is logged only once it is proven: a failed attempt often carries a
+        // password typed into the wrong field.
+        switch result {
+        case .success(let user):
+            client.authenticatedUser = user
+            logger[metadataKey: "sasl_username"] = "\(user)"
+            logger.info("authenticated", metadata: ["event": "auth", "sasl_method": "\(mechanism)"])
+        case .invalid:
+            logger.warning("authentication failed", metadata: ["event": "auth_failed", "sasl_method": "\(mechanism)"])
+        case .temporaryFailure:
+            logger.error("authentication unavailable", metadata: ["event": "auth_failed", "sasl_method": "\(mechanism)"])
+        case .blocked:
+            logger.warning(
+                "authentication refused: too many failures",
+                metadata: ["event": "auth_blocked", "sasl_method": "\(mechanism)"])
+        }
+        mode = .command
+        perform(session.authenticationFinished(result))
+        if shutdownRequested {
+            shutDown()
+            return
+        }
+        readAgain()
     }
 
     private func discardIncoming() {
@@ -341,7 +492,9 @@ final class SMTPSessionHandler: ChannelInboundHandler {
             return
         }
         wait()
-        let envelope = QueueEnvelope(transaction: transaction, clientAddress: clientAddress, heloName: session.heloName)
+        let envelope = QueueEnvelope(
+            transaction: transaction, clientAddress: clientAddress, heloName: session.heloName,
+            authenticatedUser: session.authenticatedUser)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         commitInFlight = true

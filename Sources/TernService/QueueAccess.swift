@@ -21,7 +21,8 @@ public enum QueueAccess {
         defer { queue.close() }
         return await ControlSocket.handle(
             request, queue: queue, scheduler: nil,
-            policy: RecipientPolicy(directory: ConfiguredDirectory(configuration)),
+            policy: RecipientPolicy(
+                directory: ConfiguredDirectory(configuration, users: configuration.userDatabase(logger: logger))),
             hostname: configuration.hostname, maxMessageSize: configuration.limits.maxMessageSize)
     }
 }

@@ -8,6 +8,7 @@ import NIOCore
 import NIOPosix
 import SMTPServer
 import ServiceLifecycle
+import UnixSignals
 
 /// Tern's main job, `tern serve`: opens the queue, then runs delivery, the control socket and
 /// the SMTP listeners as services. SIGTERM/SIGINT shut them down in reverse order: the
@@ -24,10 +25,30 @@ public enum TernApplication {
             directory: "\(dataDirectory)/queue", logger: logger.component("queue"))
         defer { queue.close() }
 
-        let directory = ConfiguredDirectory(configuration)
+        let users = configuration.userDatabase(logger: logger.component("auth"))
+        let directory = ConfiguredDirectory(configuration, users: users)
         let policy = RecipientPolicy(directory: directory)
+        let senderPolicy = SenderPolicy(
+            directory: directory, restrictAuthenticatedSenders: configuration.auth.restrictSenders,
+            extraSenders: configuration.auth.senders)
+        let tls = try configuration.tls.map { tls in
+            do {
+                return try ServerTLS(certificatePath: tls.certificate, privateKeyPath: tls.privateKey)
+            } catch {
+                throw TernServiceError.tls("cannot use [tls] certificate \(tls.certificate) and key \(tls.privateKey): \(error)")
+            }
+        }
         let threadPool = NIOThreadPool(numberOfThreads: 4)
         threadPool.start()
+        let authentication = users.map { users in
+            SMTPAuthentication(
+                users: users,
+                throttle: AuthenticationThrottle(
+                    limits: .init(
+                        perAddress: configuration.auth.maxFailuresPerIP, perUser: configuration.auth.maxFailuresPerUser,
+                        window: Int(configuration.auth.failureWindow.components.seconds))),
+                threadPool: threadPool)
+        }
 
         // `[dns] servers`, else /etc/resolv.conf. Each query is bounded (2 s × 2 attempts), and
         // the reverse lookup of a client as a whole by ReverseName's own limit. Answers and
@@ -41,7 +62,8 @@ public enum TernApplication {
             threadPool: threadPool, logger: deliveryLogger)
 
         let server = SMTPServer(
-            settings: configuration.smtpServerSettings, policy: policy, queue: queue,
+            settings: configuration.smtpServerSettings, policy: policy, senderPolicy: senderPolicy, tls: tls,
+            authentication: authentication, queue: queue,
             reverseLookup: { address in await ReverseName.confirmed(for: address, resolver: resolver) },
             immediateReverseName: { address in ReverseName.fromHosts(address) },
             onQueued: { scheduler.submit($0.id) }, logger: logger.component("smtpd"))
@@ -57,6 +79,9 @@ public enum TernApplication {
                     maxMessageSize: maxMessageSize, logger: logger.component("control"))
             },
             TaskService { try await server.run(onBound: onBound) },
+            TaskService {
+                await reloadOnHangup(tls: tls, users: users, logger: logger.component("service"))
+            },
         ]
         let group = ServiceGroup(
             configuration: .init(
@@ -72,6 +97,26 @@ public enum TernApplication {
         }
         try? await threadPool.shutdownGracefully()
         logger.info("stopped", metadata: ["event": "stop"])
+    }
+}
+
+/// SIGHUP: read the certificate, its key and the users again (SPEC §2.5). Open sessions keep
+/// the TLS context they began with; a certificate that does not load leaves the old one in use.
+private func reloadOnHangup(tls: ServerTLS?, users: UserDatabase?, logger: Logger) async {
+    for await _ in await UnixSignalsSequence(trapping: .sighup) {
+        users?.refresh()
+        guard let tls else {
+            logger.info("reloaded", metadata: ["event": "reload"])
+            continue
+        }
+        do {
+            try tls.reload()
+            logger.info("TLS certificate reloaded", metadata: ["event": "reload", "certificate": "\(tls.certificatePath)"])
+        } catch {
+            logger.error(
+                "TLS certificate reload failed; the previous one stays in use",
+                metadata: ["event": "reload", "certificate": "\(tls.certificatePath)", "error": "\(error)"])
+        }
     }
 }
 
@@ -95,7 +140,25 @@ struct TaskService: Service {
     }
 }
 
+public enum TernServiceError: Error, CustomStringConvertible {
+    case tls(String)
+
+    public var description: String {
+        switch self {
+        case .tls(let message): message
+        }
+    }
+}
+
 extension TernConfiguration {
+    /// The users of `[auth] passwd_file`, nil without one. Lines it cannot use are logged
+    /// (number and reason only).
+    func userDatabase(logger: Logger) -> UserDatabase? {
+        auth.passwdFile.map { path in
+            UserDatabase(path: path) { problem in logger.warning("\(problem)", metadata: ["event": "passwd_file"]) }
+        }
+    }
+
     var clientTimeouts: SMTPClientTimeouts {
         SMTPClientTimeouts(
             connect: TimeAmount(delivery.connectTimeout), command: TimeAmount(delivery.commandTimeout),

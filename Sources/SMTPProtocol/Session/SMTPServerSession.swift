@@ -20,11 +20,13 @@ public struct SMTPServerSession: Sendable {
         public var implicitTLS: Bool
         /// SASL mechanisms advertised after TLS, e.g. ["PLAIN", "LOGIN"].
         public var authMechanisms: [String]
+        /// Failed AUTH attempts in one session before it ends with 421.
+        public var authFailuresPerSession: Int
 
         public init(
             hostname: String, limits: SMTPLimits = SMTPLimits(), tlsAvailable: Bool = false,
             authAvailable: Bool = false, authRequired: Bool = false, implicitTLS: Bool = false,
-            authMechanisms: [String] = ["PLAIN", "LOGIN"]
+            authMechanisms: [String] = ["PLAIN", "LOGIN"], authFailuresPerSession: Int = 3
         ) {
             self.hostname = hostname
             self.limits = limits
@@ -33,6 +35,7 @@ public struct SMTPServerSession: Sendable {
             self.authRequired = authRequired
             self.implicitTLS = implicitTLS
             self.authMechanisms = authMechanisms
+            self.authFailuresPerSession = authFailuresPerSession
         }
     }
 
@@ -76,6 +79,8 @@ public struct SMTPServerSession: Sendable {
         case discardChunk(size: Int, reply: SMTPReply)
         /// Send the 220, then start the TLS handshake; everything buffered must be discarded.
         case startTLS(SMTPReply)
+        /// Check these credentials; answer with `authenticationFinished`.
+        case authenticate(SASLCredentials)
         /// Hand the finished message to the queue; answer with `messageQueued`/`messageFailed`.
         case commit(Transaction)
     }
@@ -94,6 +99,9 @@ public struct SMTPServerSession: Sendable {
         case committing
         /// Waiting for a policy verdict.
         case verifying
+        /// In an AUTH exchange: the next line is a SASL response, or the credentials are being
+        /// checked.
+        case authenticating
         case closed
     }
 
@@ -110,7 +118,11 @@ public struct SMTPServerSession: Sendable {
     public private(set) var errorCount = 0
     /// Messages accepted in this session.
     public private(set) var messageCount = 0
+    /// Failed AUTH attempts in this session.
+    public private(set) var authFailures = 0
     private var chunking = false
+    /// The SASL step awaiting the client's next line; nil while the credentials are checked.
+    private var sasl: SASLExchange?
     private var phaseBeforeVerify: Phase = .ready
 
     public init(configuration: Configuration) {
@@ -139,11 +151,18 @@ public struct SMTPServerSession: Sendable {
 
     /// The line exceeded `limits.commandLineLength` (RFC 5321 §4.5.3.1.4).
     public mutating func receiveOverlongLine() -> Action {
-        fail(SMTPReply(500, EnhancedStatusCode(5, 5, 2), "Error: line too long"))
+        if awaitsSASLResponse {
+            // An overlong SASL response ends the exchange (RFC 4954 §4 allows 12288 octets; a
+            // PLAIN or LOGIN response never needs more than the command line limit).
+            sasl = nil
+            phase = .ready
+        }
+        return fail(SMTPReply(500, EnhancedStatusCode(5, 5, 2), "Error: line too long"))
     }
 
     public mutating func receive(_ command: SMTPCommand) -> Action {
-        precondition(phase != .verifying && phase != .committing, "driver must wait for the verdict")
+        precondition(
+            phase != .verifying && phase != .committing && phase != .authenticating, "driver must wait for the verdict")
         switch command {
         case .helo(let domain): return hello(domain, extended: false)
         case .ehlo(let domain): return hello(domain, extended: true)
@@ -175,8 +194,8 @@ public struct SMTPServerSession: Sendable {
                     "See RFC 5321; commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"))
         case .starttls:
             return startTLS()
-        case .auth:
-            return auth()
+        case .auth(let mechanism, let initialResponse):
+            return auth(mechanism: mechanism, initialResponse: initialResponse)
         }
     }
 
@@ -219,7 +238,9 @@ public struct SMTPServerSession: Sendable {
             break
         }
         if configuration.authRequired && authenticatedUser == nil {
-            return fail(SMTPReply(530, EnhancedStatusCode(5, 7, 0), "Authentication required"))
+            // RFC 3207 §4: name the missing step when it is TLS.
+            let text = tlsActive ? "Authentication required" : "Must issue a STARTTLS command first"
+            return fail(SMTPReply(530, EnhancedStatusCode(5, 7, 0), text))
         }
         // RFC 1870 §6.2: a declared size over the limit is refused at once.
         if let size = parameters.size, size > configuration.limits.messageSize {
@@ -399,15 +420,85 @@ public struct SMTPServerSession: Sendable {
         phase = .connected
     }
 
-    private mutating func auth() -> Action {
+    // MARK: - AUTH (RFC 4954)
+
+    /// The driver must hand the next input line to `receiveSASLResponse`, not parse it as a
+    /// command.
+    public var awaitsSASLResponse: Bool { phase == .authenticating && sasl != nil }
+
+    private mutating func auth(mechanism: String, initialResponse: String?) -> Action {
         guard authOffered else {
             if authenticatedUser != nil {
                 return fail(SMTPReply(503, EnhancedStatusCode(5, 5, 1), "Error: already authenticated"))
             }
             return fail(SMTPReply(503, EnhancedStatusCode(5, 5, 1), "Error: authentication not enabled"))
         }
-        // SASL exchanges arrive with the TLS/AUTH work; until then AUTH is never offered.
-        return fail(SMTPReply(504, EnhancedStatusCode(5, 5, 4), "Unrecognized authentication type"))
+        guard phase == .ready, extended else {
+            if phase == .connected || !extended {
+                return fail(SMTPReply(503, EnhancedStatusCode(5, 5, 1), "Error: send EHLO first"))
+            }
+            return fail(SMTPReply(503, EnhancedStatusCode(5, 5, 1), "Error: MAIL transaction in progress"))
+        }
+        guard configuration.authMechanisms.contains(mechanism),
+            let step = SASLExchange.begin(mechanism: mechanism, initialResponse: initialResponse)
+        else {
+            return fail(SMTPReply(504, EnhancedStatusCode(5, 5, 4), "Unrecognized authentication type"))
+        }
+        phase = .authenticating
+        return advance(step)
+    }
+
+    /// The client's answer to a 334 challenge: base64, or `*` to cancel (RFC 4954 §4).
+    public mutating func receiveSASLResponse(_ line: String) -> Action {
+        precondition(awaitsSASLResponse)
+        guard let exchange = sasl else { preconditionFailure() }
+        sasl = nil
+        if line == "*" {
+            phase = .ready
+            return fail(SMTPReply(501, EnhancedStatusCode(5, 0, 0), "Authentication cancelled"))
+        }
+        return advance(exchange.respond(line))
+    }
+
+    private mutating func advance(_ step: SASLExchange.Step) -> Action {
+        switch step {
+        case .challenge(let text, let next):
+            sasl = next
+            return .send(SMTPReply(334, nil, text))
+        case .malformed:
+            phase = .ready
+            return fail(SMTPReply(501, EnhancedStatusCode(5, 5, 2), "Cannot decode response"))
+        case .done(let credentials):
+            sasl = nil
+            return .authenticate(credentials)
+        }
+    }
+
+    /// The driver checked the credentials of `.authenticate`.
+    public mutating func authenticationFinished(_ result: AuthenticationResult) -> Action {
+        precondition(phase == .authenticating && sasl == nil)
+        phase = .ready
+        switch result {
+        case .success(let user):
+            authenticatedUser = user
+            return .send(SMTPReply(235, EnhancedStatusCode(2, 7, 0), "Authentication successful"))
+        case .invalid:
+            authFailures += 1
+            if authFailures >= configuration.authFailuresPerSession { return tooManyAuthFailures() }
+            return fail(SMTPReply(535, EnhancedStatusCode(5, 7, 8), "Authentication credentials invalid"))
+        case .temporaryFailure:
+            return fail(SMTPReply(454, EnhancedStatusCode(4, 7, 0), "Temporary authentication failure"))
+        case .blocked:
+            return tooManyAuthFailures()
+        }
+    }
+
+    private mutating func tooManyAuthFailures() -> Action {
+        errorCount += 1
+        phase = .closed
+        return .sendAndClose(
+            SMTPReply(
+                421, EnhancedStatusCode(4, 7, 0), "\(configuration.hostname) Error: too many authentication failures"))
     }
 
     // MARK: - Timeouts and shutdown

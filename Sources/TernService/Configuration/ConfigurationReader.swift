@@ -127,6 +127,9 @@ struct ConfigurationReader {
             if let key = readDKIM(table, path) { configuration.dkim.append(key) }
         }
         checkListenersDistinct(configuration.listen)
+        if configuration.tls == nil, !configuration.listen.submissions.isEmpty {
+            problem("listen.submissions", "needs [tls]: implicit TLS (RFC 8314) has no plaintext start")
+        }
         return configuration
     }
 
@@ -223,8 +226,49 @@ struct ConfigurationReader {
     }
 
     mutating func readAuth(_ table: TOMLTable) -> TernConfiguration.Auth {
-        checkKeys(table, path: "auth", allowed: ["passwd_file"])
-        return TernConfiguration.Auth(passwdFile: path(table, "auth", "passwd_file"))
+        checkKeys(
+            table, path: "auth",
+            allowed: [
+                "passwd_file", "max_failures_per_ip", "max_failures_per_user", "failure_window",
+                "max_failures_per_session", "restrict_senders", "senders",
+            ])
+        var auth = TernConfiguration.Auth(passwdFile: path(table, "auth", "passwd_file"))
+        for (key, keyPath) in [
+            ("max_failures_per_ip", \TernConfiguration.Auth.maxFailuresPerIP),
+            ("max_failures_per_user", \.maxFailuresPerUser), ("max_failures_per_session", \.maxFailuresPerSession),
+        ] {
+            guard let value = integer(table, "auth", key) else { continue }
+            guard value >= 1 else {
+                problem("auth.\(key)", "must be at least 1")
+                continue
+            }
+            auth[keyPath: keyPath] = value
+        }
+        if let text = string(table, "auth", "failure_window"),
+            let window = positiveDuration(text, key: "auth.failure_window")
+        {
+            auth.failureWindow = window
+        }
+        if let value = bool(table, "auth", "restrict_senders") { auth.restrictSenders = value }
+        if let senders = section(table, "senders", path: "auth") {
+            for (login, _) in senders {
+                let addresses = stringArray(senders, "auth.senders", login)
+                for (index, address) in addresses.enumerated() where !Self.isSenderGrant(address) {
+                    problem(
+                        "auth.senders.\(login)[\(index)]",
+                        "\"\(address)\" is neither an address (user@domain) nor a whole domain (@domain)")
+                }
+                auth.senders[login.lowercased()] = addresses.map { $0.lowercased() }
+            }
+        }
+        return auth
+    }
+
+    /// `user@domain` or `@domain`.
+    static func isSenderGrant(_ text: String) -> Bool {
+        guard let at = text.lastIndex(of: "@") else { return false }
+        let domain = String(text[text.index(after: at)...])
+        return DomainSyntax.isValidDomain(domain) && !text.contains(where: { $0 == " " || $0 == "<" || $0 == ">" })
     }
 
     mutating func readDelivery(_ table: TOMLTable) -> TernConfiguration.Delivery {
@@ -593,10 +637,11 @@ struct ConfigurationReader {
     static func join(_ path: String, _ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     /// A sub-table `[name]` of the document; nil (with a problem) when it is something else.
-    mutating func section(_ document: TOMLTable, _ name: String) -> TOMLTable? {
+    mutating func section(_ document: TOMLTable, _ name: String, path: String = "") -> TOMLTable? {
         guard let value = document[name] else { return nil }
         guard let table = value.table else {
-            problem(name, "expected a table ([\(name)])")
+            let fullKey = Self.join(path, name)
+            problem(fullKey, "expected a table ([\(fullKey)])")
             return nil
         }
         return table

@@ -90,10 +90,21 @@ public struct TernConfiguration: Sendable, Hashable {
         }
     }
 
-    /// `[auth]`.
+    /// `[auth]`: SMTP AUTH on the submission ports (SPEC §2.4).
     public struct Auth: Sendable, Hashable {
         /// Dovecot passwd-file (`user@domain:{SCHEME}hash`); nil = no AUTH.
         public var passwdFile: String?
+        /// Failed logins from one client address within `failureWindow` before it is shut out.
+        public var maxFailuresPerIP = 10
+        /// Failed logins for one user name within `failureWindow` before it is shut out.
+        public var maxFailuresPerUser = 20
+        public var failureWindow: Duration = .seconds(900)
+        /// Failed attempts in one session before it ends with 421.
+        public var maxFailuresPerSession = 3
+        /// An authenticated user may only use their own addresses as envelope sender.
+        public var restrictSenders = true
+        /// `[auth.senders]`: login → further addresses (or `@domain`) it may send as.
+        public var senders: [String: [String]] = [:]
 
         public init(passwdFile: String? = nil) {
             self.passwdFile = passwdFile
