@@ -20,8 +20,15 @@ import Testing
         var session = SMTPServerSession(configuration: configuration)
         var outcomes: [Outcome] = []
         for line in lines where outcomes.last?.closes != true {
-            var action = session.receive(
-                Result { () throws(SMTPCommandError) in try SMTPCommand.parse(ByteBuffer(string: line)) })
+            if line == "<TLS>" {
+                session.tlsStarted()
+                continue
+            }
+            var action =
+                session.awaitsSASLResponse
+                ? session.receiveSASLResponse(line)
+                : session.receive(
+                    Result { () throws(SMTPCommandError) in try SMTPCommand.parse(ByteBuffer(string: line)) })
             while true {
                 switch action {
                 case .send(let reply):
@@ -50,6 +57,16 @@ import Testing
                     outcomes.append(Outcome(code: reply.code))
                 case .startTLS(let reply):
                     outcomes.append(Outcome(code: reply.code))
+                case .authenticate(let credentials):
+                    // The only account: alice@example.test with password "secret"; "blocked"
+                    // stands for a client the throttle shuts out.
+                    let result: AuthenticationResult =
+                        credentials.user == "blocked"
+                        ? .blocked
+                        : credentials.user == "alice@example.test" && credentials.password == "secret"
+                            ? .success(user: credentials.user) : .invalid
+                    action = session.authenticationFinished(result)
+                    continue
                 case .commit:
                     action = session.messageQueued(id: "ID")
                     continue
