@@ -34,7 +34,8 @@ public enum Base64 {
         var index = 0
         while index < input.count {
             let last = index + 4 == input.count
-            let padding = last ? (input[index + 3] == UInt8(ascii: "=") ? (input[index + 2] == UInt8(ascii: "=") ? 2 : 1) : 0) : 0
+            let padding =
+                last ? (input[index + 3] == UInt8(ascii: "=") ? (input[index + 2] == UInt8(ascii: "=") ? 2 : 1) : 0) : 0
             var word: UInt32 = 0
             for offset in 0..<4 {
                 let byte = input[index + offset]

@@ -434,7 +434,8 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         case .invalid:
             logger.warning("authentication failed", metadata: ["event": "auth_failed", "sasl_method": "\(mechanism)"])
         case .temporaryFailure:
-            logger.error("authentication unavailable", metadata: ["event": "auth_failed", "sasl_method": "\(mechanism)"])
+            logger.error(
+                "authentication unavailable", metadata: ["event": "auth_failed", "sasl_method": "\(mechanism)"])
         case .blocked:
             logger.warning(
                 "authentication refused: too many failures",

@@ -35,7 +35,8 @@ public enum TernApplication {
             do {
                 return try ServerTLS(certificatePath: tls.certificate, privateKeyPath: tls.privateKey)
             } catch {
-                throw TernServiceError.tls("cannot use [tls] certificate \(tls.certificate) and key \(tls.privateKey): \(error)")
+                throw TernServiceError.tls(
+                    "cannot use [tls] certificate \(tls.certificate) and key \(tls.privateKey): \(error)")
             }
         }
         let threadPool = NIOThreadPool(numberOfThreads: 4)
@@ -111,7 +112,8 @@ private func reloadOnHangup(tls: ServerTLS?, users: UserDatabase?, logger: Logge
         }
         do {
             try tls.reload()
-            logger.info("TLS certificate reloaded", metadata: ["event": "reload", "certificate": "\(tls.certificatePath)"])
+            logger.info(
+                "TLS certificate reloaded", metadata: ["event": "reload", "certificate": "\(tls.certificatePath)"])
         } catch {
             logger.error(
                 "TLS certificate reload failed; the previous one stays in use",

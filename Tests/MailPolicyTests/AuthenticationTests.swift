@@ -161,7 +161,8 @@ import Testing
         ("<carol@other.test>", false), ("<alice@[192.0.2.1]>", false), ("<\"alice\"@example.test>", true),
     ])
     func authenticatedUsersSendOnlyAsThemselves(sender: String, allowed: Bool) throws {
-        let client = ClientFacts(address: IPAddress("192.0.2.1"), isTrusted: false, authenticatedUser: "alice@example.test")
+        let client = ClientFacts(
+            address: IPAddress("192.0.2.1"), isTrusted: false, authenticatedUser: "alice@example.test")
         let verdict = policy.verify(try reversePath(sender), client: client)
         #expect((verdict == nil) == allowed)
         if let verdict {

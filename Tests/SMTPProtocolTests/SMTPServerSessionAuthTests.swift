@@ -24,21 +24,35 @@ import Testing
         (["EHLO c", "AUTH PLAIN \(plain("alice@example.test", "secret"))"], [250, 503]),
         (["EHLO c", "MAIL FROM:<alice@example.test>"], [250, 530]),
         // PLAIN with an initial response, and in two steps.
-        (secure + ["AUTH PLAIN \(plain("alice@example.test", "secret"))", "MAIL FROM:<alice@example.test>"],
-         [250, 220, 250, 235, 250]),
+        (
+            secure + ["AUTH PLAIN \(plain("alice@example.test", "secret"))", "MAIL FROM:<alice@example.test>"],
+            [250, 220, 250, 235, 250]
+        ),
         (secure + ["AUTH PLAIN", plain("alice@example.test", "secret")], [250, 220, 250, 334, 235]),
         // An authorization identity equal to the user is fine; another one is not.
-        (secure + ["AUTH PLAIN \(plain("alice@example.test", "secret", as: "alice@example.test"))"],
-         [250, 220, 250, 235]),
-        (secure + ["AUTH PLAIN \(plain("alice@example.test", "secret", as: "bob@example.test"))"], [250, 220, 250, 501]),
+        (
+            secure + ["AUTH PLAIN \(plain("alice@example.test", "secret", as: "alice@example.test"))"],
+            [250, 220, 250, 235]
+        ),
+        (
+            secure + ["AUTH PLAIN \(plain("alice@example.test", "secret", as: "bob@example.test"))"],
+            [250, 220, 250, 501]
+        ),
         // LOGIN: user name, then password.
         (secure + ["AUTH LOGIN", b64("alice@example.test"), b64("secret")], [250, 220, 250, 334, 334, 235]),
         (secure + ["AUTH LOGIN \(b64("alice@example.test"))", b64("secret")], [250, 220, 250, 334, 235]),
         // Wrong password, then MAIL still refused; a second AUTH after success is refused.
-        (secure + ["AUTH PLAIN \(plain("alice@example.test", "wrong"))", "MAIL FROM:<a@x.test>"],
-         [250, 220, 250, 535, 530]),
-        (secure + ["AUTH PLAIN \(plain("alice@example.test", "secret"))", "AUTH PLAIN \(plain("alice@example.test", "secret"))"],
-         [250, 220, 250, 235, 503]),
+        (
+            secure + ["AUTH PLAIN \(plain("alice@example.test", "wrong"))", "MAIL FROM:<a@x.test>"],
+            [250, 220, 250, 535, 530]
+        ),
+        (
+            secure + [
+                "AUTH PLAIN \(plain("alice@example.test", "secret"))",
+                "AUTH PLAIN \(plain("alice@example.test", "secret"))",
+            ],
+            [250, 220, 250, 235, 503]
+        ),
         // Cancel, undecodable data, unknown mechanism, AUTH without EHLO, AUTH in a transaction.
         (secure + ["AUTH LOGIN", "*", "NOOP"], [250, 220, 250, 334, 501, 250]),
         (secure + ["AUTH PLAIN", "!!!!", "NOOP"], [250, 220, 250, 334, 501, 250]),

@@ -37,7 +37,10 @@ def wait_for_port(port, timeout=15.0, host="127.0.0.1"):
 class Tern:
     """One Tern server process with its own configuration and data directory."""
 
-    def __init__(self, extra="", dns_port=None, data_dir=None, limits="", delivery='retry = ["2s"]'):
+    def __init__(self, extra="", dns_port=None, data_dir=None, limits="", delivery='retry = ["2s"]', listen="",
+                 trusted='"127.0.0.1/32"'):
+        """`listen`: more lines for [listen] (submission ports); `trusted`: the
+        trusted_networks array's contents ("" = nobody relays without AUTH)."""
         self.folder = tempfile.mkdtemp(prefix="tern-interop-")
         self.port = free_port()
         self.data_dir = data_dir or os.path.join(self.folder, "data")
@@ -49,12 +52,13 @@ data_dir = "{self.data_dir}"
 
 [listen]
 smtp = ["127.0.0.1:{self.port}"]
+{listen}
 
 [limits]
 {limits if "max_connections_per_ip" in limits else "max_connections_per_ip = 500" + chr(10) + limits}
 
 [relay]
-trusted_networks = ["127.0.0.1/32"]
+trusted_networks = [{trusted}]
 
 [dns]
 servers = ["127.0.0.1:{self.dns_port}"]

@@ -786,8 +786,9 @@ def main():
     # from this one, so they are loaded here, once everything above is defined.
     import dovecot
     import postfix
+    import submission
     found = dict(globals())
-    for module in (postfix, dovecot):
+    for module in (postfix, dovecot, submission):
         found.update({name: f for name, f in vars(module).items() if name.startswith("test_")})
     tests = [(name, f) for name, f in found.items() if name.startswith("test_") and args.k in name]
     failures = []

@@ -56,6 +56,8 @@ public struct SenderPolicy: Sendable {
         // A login without a domain owns that local part in every local domain.
         if !user.contains("@"), localPart == user { return true }
         guard let targets = directory.resolve(localPart: localPart, domain: domain) else { return false }
-        return targets.contains { $0.lowercased() == user || (!user.contains("@") && $0.lowercased() == "\(user)@\(domain)") }
+        return targets.contains {
+            $0.lowercased() == user || (!user.contains("@") && $0.lowercased() == "\(user)@\(domain)")
+        }
     }
 }
