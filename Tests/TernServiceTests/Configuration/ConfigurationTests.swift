@@ -134,6 +134,19 @@ func parsed(_ text: String) throws -> TernConfiguration {
         ("[relay]\ntrusted = []", ["line 2: relay.trusted: unknown key"]),
         ("[tls]\ncertificate = \"c\"\nprivate_key = \"k\"\nchain = \"x\"", ["line 4: tls.chain: unknown key"]),
         ("[auth]\nusers = \"x\"", ["line 2: auth.users: unknown key"]),
+        ("[auth]\nmax_failures_per_ip = 0", ["line 2: auth.max_failures_per_ip: must be at least 1"]),
+        ("[auth]\nfailure_window = \"0s\"", ["line 2: auth.failure_window: must be longer than 0s"]),
+        ("[auth]\nrestrict_senders = \"yes\"", ["line 2: auth.restrict_senders: expected true or false"]),
+        (
+            "[auth.senders]\n\"alice@example.test\" = [\"bob\"]",
+            [
+                "line 2: auth.senders.alice@example.test[0]: \"bob\" is neither an address (user@domain) nor a whole domain (@domain)"
+            ]
+        ),
+        (
+            "[listen]\nsubmissions = [\"127.0.0.1:465\"]",
+            ["line 2: listen.submissions: needs [tls]: implicit TLS (RFC 8314) has no plaintext start"]
+        ),
         ("[delivery]\nretries = []", ["line 2: delivery.retries: unknown key"]),
         ("[dns]\nserver = []", ["line 2: dns.server: unknown key"]),
         ("[checks]\nspam = \"\"", ["line 2: checks.spam: unknown key"]),
@@ -382,6 +395,30 @@ func parsed(_ text: String) throws -> TernConfiguration {
         #expect(configuration.delivery.retry.count == 7)
         #expect(configuration.delivery.delayWarning == .seconds(4 * 3600))
         #expect(configuration.checks.spf == .off)
+    }
+
+    @Test func authKeys() throws {
+        let configuration = try parsed(
+            """
+            [auth]
+            passwd_file = "users.passwd"
+            max_failures_per_ip = 5
+            max_failures_per_user = 7
+            failure_window = "1h"
+            max_failures_per_session = 2
+            restrict_senders = false
+
+            [auth.senders]
+            "Alice@Example.test" = ["info@example.test", "@alice.example"]
+            """)
+        let auth = configuration.auth
+        #expect(auth.passwdFile == "/etc/tern/users.passwd")
+        #expect(auth.maxFailuresPerIP == 5 && auth.maxFailuresPerUser == 7 && auth.maxFailuresPerSession == 2)
+        #expect(auth.failureWindow == .seconds(3600))
+        #expect(auth.restrictSenders == false)
+        #expect(auth.senders == ["alice@example.test": ["info@example.test", "@alice.example"]])
+        let defaults = try parsed("").auth
+        #expect(defaults.passwdFile == nil && defaults.restrictSenders && defaults.maxFailuresPerIP == 10)
     }
 
     @Test func ourFurtherKeys() throws {
