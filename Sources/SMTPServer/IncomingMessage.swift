@@ -16,11 +16,22 @@ final class IncomingMessage {
     /// BDAT content has no dot-stuffing, so its line endings are checked here (DATA's by the
     /// decoder): relayed on, a bare LF could still split a message at the next hop.
     private var chunkCheck: ContentLineCheck
+    /// For a submission (RFC 6409 §8.2, §8.3): the header section is held back until it is
+    /// complete, so that a missing `Date:` or `Message-ID:` can be written before it.
+    private var completion: Completion?
+    private var heldHeader = ByteBuffer()
 
-    init(spool: MessageSpool, limits: SMTPLimits) {
+    /// The fields a submission service adds when the message lacks them.
+    struct Completion {
+        var messageID: String
+        var date: String
+    }
+
+    init(spool: MessageSpool, limits: SMTPLimits, completion: Completion? = nil) {
         self.spool = spool
         self.limits = limits
         self.chunkCheck = ContentLineCheck(maxLineLength: limits.textLineLength)
+        self.completion = completion
     }
 
     func writeTrace(_ field: String) throws {
@@ -31,11 +42,36 @@ final class IncomingMessage {
         contentSize += content.readableBytes
         guard fatalRefusal == nil else { return }
         scanner.scan(content)
+        if completion != nil {
+            var content = content
+            heldHeader.writeBuffer(&content)
+            // Held at most as long as the header section is allowed to be.
+            guard scanner.headerComplete || heldHeader.readableBytes > limits.headerSize else { return }
+            releaseHeader()
+            return
+        }
+        write(content)
+    }
+
+    private func write(_ content: ByteBuffer) {
         do {
             try spool.write(content)
         } catch {
             storageError = error
         }
+    }
+
+    /// Writes the missing fields, then the held header section (and whatever followed it in
+    /// the same chunk).
+    private func releaseHeader() {
+        guard let completion else { return }
+        self.completion = nil
+        var added = ""
+        if !scanner.presence.contains(.date) { added += "Date: \(completion.date)\r\n" }
+        if !scanner.presence.contains(.messageID) { added += "Message-ID: \(completion.messageID)\r\n" }
+        if !added.isEmpty { write(ByteBuffer(string: added)) }
+        write(heldHeader)
+        heldHeader = ByteBuffer()
     }
 
     func appendChunk(_ content: ByteBuffer) {
@@ -60,6 +96,7 @@ final class IncomingMessage {
 
     /// The verdict at the end of DATA.
     func verdict(violations: DataViolations) -> SMTPReply? {
+        if fatalRefusal == nil { releaseHeader() }
         if let fatalRefusal { return fatalRefusal }
         if violations.contains(.nul) {
             return SMTPReply(550, EnhancedStatusCode(5, 6, 0), "Message contains NUL octets")

@@ -321,7 +321,15 @@ final class SMTPSessionHandler: ChannelInboundHandler {
                 hostname: server.settings.hostname, protocol: receivedProtocol(transaction), tls: tls?.received,
                 queueID: "\(id)",
                 recipient: single, secondsSince1970: server.clock())
-            let message = IncomingMessage(spool: spool, limits: server.settings.limits)
+            // RFC 6409 §8: a submission service completes what a client left out.
+            let now = server.clock()
+            let completion =
+                session.authenticatedUser == nil
+                ? nil
+                : IncomingMessage.Completion(
+                    messageID: "<\(id).\(now)@\(server.settings.hostname)>",
+                    date: MessageDate.format(secondsSince1970: now))
+            let message = IncomingMessage(spool: spool, limits: server.settings.limits, completion: completion)
             try message.writeTrace(received)
             incoming = message
             return next

@@ -154,8 +154,12 @@ def test_smtplib_implicit_tls_and_starttls_auth():
         # An authenticated user relays anywhere.
         client.sendmail("alice@example.test", ["someone@far.test"], b"Subject: relayed\r\n\r\nout\r\n")
         client.quit()
-        tern.wait_for_maildir("bob", 1)
+        message = tern.wait_for_maildir("bob", 1)[0].decode()
         assert any(r["address"] == "someone@far.test" for m in tern.queue() for r in m["recipients"])
+        # RFC 6409 §8: a submission lacking Date and Message-ID gets them, once.
+        header = message.split("\r\n\r\n")[0]
+        assert re.search(r"^Message-ID: <\w+\.\d+@mx\.example\.test>\r?$", header, re.M | re.I), header
+        assert len(re.findall(r"^Date: ", header, re.M)) == 1, header
 
 
 def test_auth_is_absent_before_tls_and_on_the_smtp_port():
@@ -182,6 +186,8 @@ def test_auth_is_absent_before_tls_and_on_the_smtp_port():
         client.quit()
         message = tern.wait_for_maildir("bob", 1)[0].decode()
         assert "with ESMTPS (using TLSv1.3 with cipher" in message, message
+        # Inbound mail is passed on as it came: nothing is added to it.
+        assert "Message-ID:" not in message and "\r\nDate:" not in message, message
 
 
 def test_relay_needs_auth_or_a_trusted_network():
