@@ -273,12 +273,8 @@ final class SMTPSessionHandler: ChannelInboundHandler {
 
     private func verifySender(_ sender: ReversePath, _ parameters: MailParameters) -> SMTPReply? {
         if let refusal = server.senderPolicy?.verify(sender, client: client) {
-            logger.info(
-                "sender refused",
-                metadata: [
-                    "event": "reject", "from": "<\(sender)>", "sasl_username": "\(client.authenticatedUser ?? "")",
-                    "reply": "\(refusal)",
-                ])
+            // The session's lines carry `sasl_username` since AUTH.
+            logger.info("sender refused", metadata: ["event": "reject", "from": "<\(sender)>", "reply": "\(refusal)"])
             return refusal
         }
         // SPEC §2.2: refuse before the client sends data we could not store.
