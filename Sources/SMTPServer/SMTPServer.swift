@@ -139,6 +139,13 @@ public final class SMTPServer: Sendable {
             for (_, channel) in bound { try? await channel.close() }
             throw error
         }
+        if context.authentication != nil, context.tls == nil,
+            context.settings.listeners.contains(where: { $0.kind == .submission })
+        {
+            logger.warning(
+                "no [tls]: AUTH is never offered in plaintext, so submission takes mail like smtp",
+                metadata: ["event": "config"])
+        }
         onBound(bound.map(\.0))
         // Serve until cancelled.
         let stop = AsyncStream<Void>.makeStream()

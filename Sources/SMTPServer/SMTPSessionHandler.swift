@@ -70,8 +70,9 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         self.clientAddress = clientAddress
         self.logger = logger
         let settings = server.settings
-        // AUTH belongs to the submission ports (RFC 6409), and with it the duty to use it.
-        let submission = listener.kind != .smtp && server.authentication != nil
+        // AUTH belongs to the submission ports (RFC 6409), and with it the duty to use it. It
+        // needs TLS: without [tls] a submission port is an smtp port (see SMTPServer.run).
+        let submission = listener.kind != .smtp && server.authentication != nil && server.tls != nil
         self.session = SMTPServerSession(
             configuration: .init(
                 hostname: settings.hostname, limits: settings.limits,
