@@ -141,8 +141,9 @@ public struct CertificateVerifier: Sendable {
         for record in records where record.usage == DANE.daneTA {
             for index in certificates.indices
             where DANE.matches(record, certificate: chain[index], subjectPublicKeyInfo: keys[index]) {
+                // The certificates between the leaf and the anchor; none when the leaf is the anchor.
                 let verdict = await Self.validate(
-                    leaf: certificates[0], intermediates: Array(certificates[1..<index]),
+                    leaf: certificates[0], intermediates: Array(certificates.dropFirst().prefix(max(0, index - 1))),
                     roots: CertificateStore([certificates[index]]), hostName: hostName, now: now, method: .daneTA)
                 if verdict.isVerified { return verdict }
                 lastFailure = verdict
