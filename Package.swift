@@ -132,7 +132,7 @@ let package = Package(
         ),
         .testTarget(name: "MailPolicyTests", dependencies: ["MailPolicy"]),
         .testTarget(name: "MailDeliveryTests", dependencies: ["MailDelivery"]),
-        .testTarget(name: "TernServiceTests", dependencies: ["TernService"]),
+        .testTarget(name: "TernServiceTests", dependencies: ["TernService", "MailDelivery"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -64,7 +64,12 @@ extension ConfigurationReader {
     /// `"example.com" = "verify"`, `".example.com" = "encrypt"` (every subdomain).
     mutating func readTLSPolicy(_ table: TOMLTable) -> [String: TLSSecurityLevel] {
         var policies: [String: TLSSecurityLevel] = [:]
-        for key in table.keys.sorted() {
+        // In the order written, so that a duplicate is the later line.
+        for key in table.keys.sorted(by: {
+            (lines.exactLine(for: "tls_policy.\($0)") ?? .max, $0) < (
+                lines.exactLine(for: "tls_policy.\($1)") ?? .max, $1
+            )
+        }) {
             let path = "tls_policy.\(key)"
             var name = key.lowercased()
             if name.hasSuffix(".") { name.removeLast() }
