@@ -744,6 +744,15 @@ def self_test():
         records["late.example"] = [("MX", 5, "mx1.example.net")]     # the table is read per query
         assert dns_query(dns.port, "late.example")[2][0][3] == (5, "mx1.example.net")
         dnspython_check(dns.port)
+    # The AD bit on the names said to be validated, and TLSA records.
+    secure = {"mx.secure.example": [("A", "127.0.0.2")],
+              "_25._tcp.mx.secure.example": [("TLSA", 3, 1, 1, "ab" * 32)],
+              "mx.plain.example": [("A", "127.0.0.3")]}
+    with DNS(secure, authenticated={"mx.secure.example", "_25._tcp.mx.secure.example"}) as dns:
+        assert dns_query(dns.port, "mx.secure.example", "A")[1] & 0x0020
+        assert not dns_query(dns.port, "mx.plain.example", "A")[1] & 0x0020
+        rcode, flags, answers, _ = dns_query(dns.port, "_25._tcp.mx.secure.example", "TLSA")
+        assert flags & 0x0020 and answers[0][1:] == ("TLSA", 300, bytes([3, 1, 1]) + b"\xab" * 32), answers
     print(f"ok   DNS ({time.monotonic() - start:.1f}s)")
 
     # Two fake MX hosts on one port number, different addresses.
@@ -854,6 +863,28 @@ def self_test():
             assert client.mail("jörg@tern.example", ["SMTPUTF8"])[0] == 250
             assert client.rcpt("x@example.net", ["NOTIFY=NEVER"])[0] == 555
     print(f"ok   helo_only, without, SMTPUTF8 ({time.monotonic() - start:.1f}s)")
+
+    # STARTTLS: offered, the session starts over under TLS, REQUIRETLS offered only then.
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="peers-tls-")
+    certificate, key = f"{folder}/cert.pem", f"{folder}/key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=mx.tls.example"],
+                   check=True, capture_output=True, timeout=30)
+    with FakeSMTPServer("127.0.0.2", tls=(certificate, key), requiretls=True) as secure:
+        with smtplib.SMTP("127.0.0.2", secure.port, timeout=5) as client:
+            client.ehlo("tern.example")
+            assert client.has_extn("starttls") and not client.has_extn("requiretls")
+            client.starttls(context=ssl._create_unverified_context())
+            client.ehlo("tern.example")
+            assert not client.has_extn("starttls") and client.has_extn("requiretls")
+            client.sendmail("a@tern.example", ["x@example.net"], b"Subject: tls\r\n\r\nsecret\r\n",
+                            mail_options=["REQUIRETLS"])
+        [transaction] = secure.wait_for(1, accepted=True)
+        assert transaction.tls.startswith("TLSv1") and "REQUIRETLS" in transaction.mail_parameters
+        assert secure.handshakes == 1
+    subprocess.run(["rm", "-rf", folder], check=False)
+    print(f"ok   STARTTLS, REQUIRETLS ({time.monotonic() - start:.1f}s)")
 
     # 421 at greeting; a silent server; nothing listening.
     with FakeSMTPServer("127.0.0.2", behaviour="greet_421") as busy, \

@@ -174,6 +174,9 @@ public final class RemoteDelivery: RemoteTransport {
     private let router: MXRouter
     private let group: any EventLoopGroup
     private let tlsContext: NIOSSLContext?
+    /// For TLS that is required: TLS 1.2 at least (RFC 8996 retired 1.0 and 1.1; RFC 8461 §5
+    /// and RFC 7672 §1.3 ask for current TLS).
+    private let requiredTLSContext: NIOSSLContext?
     private let logger: Logger
     private let cache = Mutex<[String: [SMTPClientConnection]]>([:])
     private let limiter: DestinationLimiter
@@ -204,6 +207,8 @@ public final class RemoteDelivery: RemoteTransport {
         configuration.certificateVerification = .noHostnameVerification
         configuration.minimumTLSVersion = .tlsv1
         self.tlsContext = try? NIOSSLContext(configuration: configuration)
+        configuration.minimumTLSVersion = .tlsv12
+        self.requiredTLSContext = try? NIOSSLContext(configuration: configuration)
     }
 
     /// Delivers `message` to its recipients, all in `domain`; one outcome per recipient, in order.
@@ -404,7 +409,8 @@ public final class RemoteDelivery: RemoteTransport {
         let check = PeerCertificateCheck(verifier: verifier, hostName: hostName, requirement: requirement)
         let result = await SMTPClientConnection.open(
             to: address, hostName: hostName, group: group, configuration: configuration, timeouts: settings.timeouts,
-            tlsContext: plaintext ? nil : tlsContext, requirement: requirement, check: check)
+            tlsContext: plaintext ? nil : requirement.isMandatory ? requiredTLSContext : tlsContext,
+            requirement: requirement, check: check)
         guard case .failure(let failure) = result, failure.tlsFailed, !plaintext, !requirement.isMandatory else {
             return result
         }
