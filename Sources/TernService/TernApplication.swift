@@ -146,7 +146,7 @@ extension TernConfiguration {
                 timeout: TimeAmount(outboundTLS.mtaSTSFetchTimeout), extraTrustFile: outboundTLS.caFile)
             mtaSTS = MTASTSPolicyStore(
                 resolver: resolver,
-                fetch: { domain async throws(MTASTSError) in try await fetcher.fetch(domain: domain) },
+                fetch: { domain async throws(TLSPolicyError) in try await fetcher.fetch(domain: domain) },
                 directory: "\(dataDirectory)/mta-sts", logger: logger)
         }
         return RemoteDelivery(

@@ -24,9 +24,9 @@ private final class PolicySource: Sendable {
     let texts = Mutex<[String: String]>([:])
     let fetches = Mutex<Int>(0)
 
-    func fetch(_ domain: String) throws(MTASTSError) -> String {
+    func fetch(_ domain: String) throws(TLSPolicyError) -> String {
         fetches.withLock { $0 += 1 }
-        guard let text = texts.withLock({ $0[domain] }) else { throw MTASTSError("HTTP status 404") }
+        guard let text = texts.withLock({ $0[domain] }) else { throw TLSPolicyError("HTTP status 404") }
         return text
     }
 }
@@ -40,7 +40,7 @@ private func store(
     _ resolver: TXTResolver, _ source: PolicySource, _ clock: Clock, directory: String? = nil
 ) -> MTASTSPolicyStore {
     MTASTSPolicyStore(
-        resolver: resolver, fetch: { domain throws(MTASTSError) in try source.fetch(domain) }, directory: directory,
+        resolver: resolver, fetch: { domain throws(TLSPolicyError) in try source.fetch(domain) }, directory: directory,
         logger: Logger(label: "test"), now: { clock.now.withLock { $0 } })
 }
 

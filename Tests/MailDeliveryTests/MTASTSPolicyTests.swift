@@ -34,7 +34,7 @@ import Testing
     @Test(arguments: fixtures)
     func select(_ texts: [String], _ expected: String?) {
         let result: String?
-        do throws(MTASTSError) {
+        do throws(TLSPolicyError) {
             result = try MTASTSRecord.select(from: texts)?.id
         } catch {
             result = "error"
@@ -87,7 +87,7 @@ import Testing
     @Test(arguments: fixtures)
     func parse(_ text: String, _ expected: MTASTSPolicy?) {
         let result: MTASTSPolicy?
-        do throws(MTASTSError) {
+        do throws(TLSPolicyError) {
             result = try MTASTSPolicy.parse(text)
         } catch {
             result = nil

@@ -174,8 +174,7 @@ public final class RemoteDelivery: RemoteTransport {
     private let router: MXRouter
     private let group: any EventLoopGroup
     private let tlsContext: NIOSSLContext?
-    /// For TLS that is required: TLS 1.2 at least (RFC 8996 retired 1.0 and 1.1; RFC 8461 §5
-    /// and RFC 7672 §1.3 ask for current TLS).
+    /// For TLS that is required: TLS 1.2 at least (RFC 8996 retired 1.0 and 1.1).
     private let requiredTLSContext: NIOSSLContext?
     private let logger: Logger
     private let cache = Mutex<[String: [SMTPClientConnection]]>([:])

@@ -50,7 +50,7 @@ public struct TrustAnchors: Sendable {
     /// which opportunistic TLS survives) and the certificates of `extraFile`, which must load.
     public static func load(
         systemBundle: String = TrustAnchors.systemBundle, extraFile: String?
-    ) throws(MTASTSError) -> TrustAnchors {
+    ) throws(TLSPolicyError) -> TrustAnchors {
         var certificates: [Certificate] = []
         if let text = try? String(contentsOfFile: systemBundle, encoding: .utf8) {
             certificates += (try? Self.certificates(pem: text)) ?? []
@@ -61,37 +61,37 @@ public struct TrustAnchors: Sendable {
 
     /// How many certificates a PEM file holds; throws when it cannot be read or holds none, so
     /// that `tern check-config` can say so.
-    public static func validate(file: String) throws(MTASTSError) -> Int {
+    public static func validate(file: String) throws(TLSPolicyError) -> Int {
         try certificates(file: file).count
     }
 
-    static func certificates(file: String) throws(MTASTSError) -> [Certificate] {
+    static func certificates(file: String) throws(TLSPolicyError) -> [Certificate] {
         let text: String
         do {
             text = try String(contentsOfFile: file, encoding: .utf8)
         } catch {
-            throw MTASTSError("cannot read \(file): \(error.localizedDescription)")
+            throw TLSPolicyError("cannot read \(file): \(error.localizedDescription)")
         }
         let certificates = try Self.certificates(pem: text)
-        guard !certificates.isEmpty else { throw MTASTSError("\(file) holds no PEM certificate") }
+        guard !certificates.isEmpty else { throw TLSPolicyError("\(file) holds no PEM certificate") }
         return certificates
     }
 
     /// Every `BEGIN CERTIFICATE` block of a PEM text; other blocks are skipped.
-    public static func certificates(pem text: String) throws(MTASTSError) -> [Certificate] {
+    public static func certificates(pem text: String) throws(TLSPolicyError) -> [Certificate] {
         var certificates: [Certificate] = []
         let begin = "-----BEGIN CERTIFICATE-----"
         let end = "-----END CERTIFICATE-----"
         var rest = Substring(text)
         while let start = rest.range(of: begin) {
             guard let stop = rest[start.upperBound...].range(of: end) else {
-                throw MTASTSError("a PEM certificate has no END line")
+                throw TLSPolicyError("a PEM certificate has no END line")
             }
             let block = String(rest[start.lowerBound..<stop.upperBound])
             do {
                 certificates.append(try Certificate(pemEncoded: block))
             } catch {
-                throw MTASTSError("a PEM certificate does not parse: \(error)")
+                throw TLSPolicyError("a PEM certificate does not parse: \(error)")
             }
             rest = rest[stop.upperBound...]
         }

@@ -34,7 +34,7 @@ public struct MTASTSFetcher: Sendable {
     }
 
     /// The policy text of `domain`, or why there is none.
-    public func fetch(domain: String) async throws(MTASTSError) -> String {
+    public func fetch(domain: String) async throws(TLSPolicyError) -> String {
         let host = "mta-sts.\(domain)"
         var addresses: [String] = []
         var problems: [String] = []
@@ -51,12 +51,12 @@ public struct MTASTSFetcher: Sendable {
             }
         }
         guard !addresses.isEmpty else {
-            throw MTASTSError("cannot resolve \(host): \(problems.joined(separator: "; "))")
+            throw TLSPolicyError("cannot resolve \(host): \(problems.joined(separator: "; "))")
         }
-        var lastError = MTASTSError("no address for \(host)")
+        var lastError = TLSPolicyError("no address for \(host)")
         // Two addresses at most: each may cost the whole timeout.
         for address in addresses.prefix(2) {
-            do throws(MTASTSError) {
+            do throws(TLSPolicyError) {
                 return try await fetch(host: host, address: address)
             } catch {
                 lastError = error
@@ -65,12 +65,12 @@ public struct MTASTSFetcher: Sendable {
         throw lastError
     }
 
-    private func fetch(host: String, address: String) async throws(MTASTSError) -> String {
+    private func fetch(host: String, address: String) async throws(TLSPolicyError) -> String {
         let socketAddress: SocketAddress
         do {
             socketAddress = try SocketAddress(ipAddress: address, port: port)
         } catch {
-            throw MTASTSError("bad address \(address) for \(host)")
+            throw TLSPolicyError("bad address \(address) for \(host)")
         }
         let url = "https://\(host)\(port == 443 ? "" : ":\(port)")/.well-known/mta-sts.txt"
         let deadline = NIODeadline.now() + timeout
@@ -92,12 +92,12 @@ public struct MTASTSFetcher: Sendable {
                 }
                 .connect(to: socketAddress).get()
         } catch {
-            promise.fail(MTASTSError("connect to \(host)[\(address)]:\(port): \(error)"))
+            promise.fail(TLSPolicyError("connect to \(host)[\(address)]:\(port): \(error)"))
             return try await Self.wait(promise.futureResult)
         }
         // One deadline for the handshake, the request and the whole body.
         let timer = eventLoop.scheduleTask(deadline: deadline) {
-            promise.fail(MTASTSError("\(url): no complete answer within \(timeout.nanoseconds / 1_000_000_000)s"))
+            promise.fail(TLSPolicyError("\(url): no complete answer within \(timeout.nanoseconds / 1_000_000_000)s"))
             channel.close(promise: nil)
         }
         promise.futureResult.whenComplete { _ in
@@ -111,20 +111,20 @@ public struct MTASTSFetcher: Sendable {
         head.headers.add(name: "Connection", value: "close")
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-        do throws(MTASTSError) {
+        do throws(TLSPolicyError) {
             return try await Self.wait(promise.futureResult)
         } catch {
-            throw MTASTSError("\(url): \(error.description)")
+            throw TLSPolicyError("\(url): \(error.description)")
         }
     }
 
-    private static func wait(_ future: EventLoopFuture<String>) async throws(MTASTSError) -> String {
+    private static func wait(_ future: EventLoopFuture<String>) async throws(TLSPolicyError) -> String {
         do {
             return try await future.get()
-        } catch let error as MTASTSError {
+        } catch let error as TLSPolicyError {
             throw error
         } catch {
-            throw MTASTSError("\(error)")
+            throw TLSPolicyError("\(error)")
         }
     }
 }
@@ -168,7 +168,7 @@ private final class PolicyResponseReader: ChannelInboundHandler, @unchecked Send
         case .end:
             done = true
             guard let text = String(validating: body, as: UTF8.self) else {
-                return promise.fail(MTASTSError("policy is not UTF-8 text"))
+                return promise.fail(TLSPolicyError("policy is not UTF-8 text"))
             }
             promise.succeed(text)
         }
@@ -185,7 +185,7 @@ private final class PolicyResponseReader: ChannelInboundHandler, @unchecked Send
     private func fail(_ context: ChannelHandlerContext, _ reason: String) {
         guard !done else { return }
         done = true
-        promise.fail(MTASTSError(reason))
+        promise.fail(TLSPolicyError(reason))
         context.close(promise: nil)
     }
 }

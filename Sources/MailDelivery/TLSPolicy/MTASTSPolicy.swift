@@ -1,6 +1,6 @@
-/// Why an MTA-STS record or policy cannot be used. The description completes a log line:
-/// "MTA-STS policy for example.com unusable: max_age 40000000 exceeds 31557600".
-public struct MTASTSError: Error, Sendable, Hashable, CustomStringConvertible {
+/// Why an MTA-STS record or policy, a policy fetch or a trust-anchor file cannot be used. The
+/// description completes a log line: "max_age 40000000 exceeds 31557600".
+public struct TLSPolicyError: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String
 
     public init(_ description: String) {
@@ -21,14 +21,14 @@ public struct MTASTSRecord: Sendable, Hashable {
     /// The one record among `texts` (the TXT answer, one string per record) that begins with
     /// `v=STSv1`. Records that do not are someone else's and are ignored; two or more, or one
     /// that is malformed, mean the domain has no usable policy (§3.1).
-    public static func select(from texts: [String]) throws(MTASTSError) -> MTASTSRecord? {
+    public static func select(from texts: [String]) throws(TLSPolicyError) -> MTASTSRecord? {
         let candidates = texts.filter { text in
             guard text.hasPrefix("v=STSv1") else { return false }
             let rest = text.dropFirst("v=STSv1".count)
             return rest.isEmpty || rest.first == ";" || rest.first == " " || rest.first == "\t"
         }
         guard let text = candidates.first else { return nil }
-        guard candidates.count == 1 else { throw MTASTSError("\(candidates.count) TXT records begin with v=STSv1") }
+        guard candidates.count == 1 else { throw TLSPolicyError("\(candidates.count) TXT records begin with v=STSv1") }
         return try parse(text)
     }
 
@@ -40,34 +40,36 @@ public struct MTASTSRecord: Sendable, Hashable {
     //  sts-extension   = sts-ext-name "=" sts-ext-value
     //  sts-ext-name    = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")
     //  sts-ext-value   = 1*(%x21-3A / %x3C / %x3E-7E)
-    public static func parse(_ text: String) throws(MTASTSError) -> MTASTSRecord {
+    public static func parse(_ text: String) throws(TLSPolicyError) -> MTASTSRecord {
         let fields = text.split(separator: ";", omittingEmptySubsequences: false).map {
             $0.trimmingWhitespace()
         }
-        guard fields.first == "v=STSv1" else { throw MTASTSError("TXT record does not begin with v=STSv1") }
+        guard fields.first == "v=STSv1" else { throw TLSPolicyError("TXT record does not begin with v=STSv1") }
         var id: String?
         for (position, field) in fields.enumerated().dropFirst() {
             // A delimiter may end the record: only the last field may be empty.
             if field.isEmpty {
-                guard position == fields.count - 1 else { throw MTASTSError("empty field in TXT record") }
+                guard position == fields.count - 1 else { throw TLSPolicyError("empty field in TXT record") }
                 continue
             }
-            guard let equals = field.firstIndex(of: "=") else { throw MTASTSError("field \"\(field)\" has no \"=\"") }
+            guard let equals = field.firstIndex(of: "=") else {
+                throw TLSPolicyError("field \"\(field)\" has no \"=\"")
+            }
             let name = field[..<equals]
             let value = field[field.index(after: equals)...]
             if name == "id" {
-                guard id == nil else { throw MTASTSError("TXT record has two ids") }
+                guard id == nil else { throw TLSPolicyError("TXT record has two ids") }
                 guard (1...32).contains(value.count), value.allSatisfy(\.isASCIIAlphanumeric) else {
-                    throw MTASTSError("id \"\(value)\" is not 1 to 32 letters and digits")
+                    throw TLSPolicyError("id \"\(value)\" is not 1 to 32 letters and digits")
                 }
                 id = String(value)
             } else {
                 guard Self.isExtensionName(name), !value.isEmpty,
                     value.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) && $0 != ";" && $0 != "=" })
-                else { throw MTASTSError("malformed field \"\(field)\" in TXT record") }
+                else { throw TLSPolicyError("malformed field \"\(field)\" in TXT record") }
             }
         }
-        guard let id else { throw MTASTSError("TXT record has no id") }
+        guard let id else { throw TLSPolicyError("TXT record has no id") }
         return MTASTSRecord(id: id)
     }
 
@@ -119,7 +121,7 @@ public struct MTASTSPolicy: Sendable, Hashable, Codable {
     //
     // Unknown fields are extensions and ignored; of a field other than `mx` given twice, the
     // first counts. Blank lines are tolerated, as most senders do.
-    public static func parse(_ text: String) throws(MTASTSError) -> MTASTSPolicy {
+    public static func parse(_ text: String) throws(TLSPolicyError) -> MTASTSPolicy {
         var version: String?
         var mode: Mode?
         var maxAge: Int?
@@ -130,7 +132,7 @@ public struct MTASTSPolicy: Sendable, Hashable, Codable {
             if line.hasSuffix("\r") { line.removeLast() }
             line = line.trimmingTrailingWhitespace()
             if line.isEmpty { continue }
-            guard let colon = line.firstIndex(of: ":") else { throw MTASTSError("line \"\(line)\" has no \":\"") }
+            guard let colon = line.firstIndex(of: ":") else { throw TLSPolicyError("line \"\(line)\" has no \":\"") }
             let name = line[..<colon]
             let value = line[line.index(after: colon)...].trimmingWhitespace()
             switch name {
@@ -138,31 +140,35 @@ public struct MTASTSPolicy: Sendable, Hashable, Codable {
                 if version == nil { version = String(value) }
             case "mode":
                 guard mode == nil else { continue }
-                guard let parsed = Mode(rawValue: String(value)) else { throw MTASTSError("unknown mode \"\(value)\"") }
+                guard let parsed = Mode(rawValue: String(value)) else {
+                    throw TLSPolicyError("unknown mode \"\(value)\"")
+                }
                 mode = parsed
             case "max_age":
                 guard maxAge == nil else { continue }
                 guard (1...10).contains(value.count), value.allSatisfy(\.isASCIIDigit), let seconds = Int(value) else {
-                    throw MTASTSError("max_age \"\(value)\" is not a number of seconds")
+                    throw TLSPolicyError("max_age \"\(value)\" is not a number of seconds")
                 }
                 guard seconds <= maximumAge else {
-                    throw MTASTSError("max_age \(seconds) exceeds \(maximumAge)")
+                    throw TLSPolicyError("max_age \(seconds) exceeds \(maximumAge)")
                 }
                 maxAge = seconds
             case "mx":
                 guard let pattern = Self.mxPattern(value) else {
-                    throw MTASTSError("mx \"\(value)\" is not a host name")
+                    throw TLSPolicyError("mx \"\(value)\" is not a host name")
                 }
                 mx.append(pattern)
             default:
-                guard MTASTSRecord.isExtensionName(name) else { throw MTASTSError("malformed field name \"\(name)\"") }
+                guard MTASTSRecord.isExtensionName(name) else {
+                    throw TLSPolicyError("malformed field name \"\(name)\"")
+                }
             }
         }
-        guard let version else { throw MTASTSError("no version field") }
-        guard version == "STSv1" else { throw MTASTSError("version \"\(version)\" is not STSv1") }
-        guard let mode else { throw MTASTSError("no mode field") }
-        guard let maxAge else { throw MTASTSError("no max_age field") }
-        if mode != .none && mx.isEmpty { throw MTASTSError("no mx field") }
+        guard let version else { throw TLSPolicyError("no version field") }
+        guard version == "STSv1" else { throw TLSPolicyError("version \"\(version)\" is not STSv1") }
+        guard let mode else { throw TLSPolicyError("no mode field") }
+        guard let maxAge else { throw TLSPolicyError("no max_age field") }
+        if mode != .none && mx.isEmpty { throw TLSPolicyError("no mx field") }
         return MTASTSPolicy(mode: mode, mx: mx, maxAge: maxAge)
     }
 

@@ -21,7 +21,7 @@ public actor MTASTSPolicyStore {
         var expires: Date
     }
 
-    public typealias Fetch = @Sendable (String) async throws(MTASTSError) -> String
+    public typealias Fetch = @Sendable (String) async throws(TLSPolicyError) -> String
 
     private let resolver: any DNSClient.Resolver
     private let fetch: Fetch
@@ -69,7 +69,7 @@ public actor MTASTSPolicyStore {
             return current?.policy
         }
         let record: MTASTSRecord?
-        do throws(MTASTSError) {
+        do throws(TLSPolicyError) {
             record = try MTASTSRecord.select(from: texts)
         } catch {
             logger.info(
@@ -80,7 +80,7 @@ public actor MTASTSPolicyStore {
         guard let record else { return current?.policy }
         if let current, current.id == record.id { return current.policy }
         let policy: MTASTSPolicy
-        do throws(MTASTSError) {
+        do throws(TLSPolicyError) {
             policy = try MTASTSPolicy.parse(try await fetch(domain))
         } catch {
             logger.info(

@@ -30,7 +30,7 @@ extension ConfigurationReader {
     mutating func readOutboundTLS(_ document: TOMLTable, delivery: TOMLTable?) -> TernConfiguration.OutboundTLS {
         var outbound = TernConfiguration.OutboundTLS()
         if let delivery, let file = path(delivery, "delivery", "tls_ca_file") {
-            do throws(MTASTSError) {
+            do throws(TLSPolicyError) {
                 _ = try TrustAnchors.validate(file: file)
                 outbound.caFile = file
             } catch {
