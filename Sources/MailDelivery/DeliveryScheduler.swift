@@ -220,6 +220,9 @@ public final class DeliveryScheduler: Sendable {
             ]
             if let relay = outcome.relay { metadata["relay"] = "\(relay)" }
             if let tls = outcome.tls { metadata["tls"] = "\(tls)" }
+            if let certificate = outcome.tlsCertificate { metadata["tls_cert"] = "\(certificate)" }
+            if let policy = outcome.tlsPolicy, outcome.relay != nil { metadata["tls_policy"] = "\(policy)" }
+            if let failure = outcome.tlsPolicyFailure { metadata["tls_policy_failure"] = "\(failure)" }
             if outcome.kind == .deferred, now >= expiry {
                 // RFC 5321 §4.5.4.1: give up after the queue lifetime; the last reason goes along.
                 outcome = DeliveryOutcome(
@@ -306,6 +309,8 @@ public final class DeliveryScheduler: Sendable {
         let content = contentReader(message.id)
         let envelope = message.envelope
         let transport = self.transport
+        // RFC 8689 §3: with REQUIRETLS in the envelope the header field is ignored.
+        let tlsOptional = envelope.requireTLS ? false : await saysTLSNotRequired(message)
         return await withTaskGroup(of: [(index: Int, outcome: DeliveryOutcome)].self) { group in
             for (domain, indices) in groups {
                 let recipients = indices.map { envelope.recipients[$0] }
@@ -316,8 +321,9 @@ public final class DeliveryScheduler: Sendable {
                         size: message.size, eightBit: eightBit,
                         smtpUTF8: envelope.smtpUTF8
                             && !([envelope.sender] + recipients.map(\.address)).allSatisfy(Self.isASCII),
-                        ret: envelope.dsnReturn.flatMap(DSNReturn.init(rawValue:)), envelopeID: envelope.envelopeID),
-                    content: content)
+                        ret: envelope.dsnReturn.flatMap(DSNReturn.init(rawValue:)), envelopeID: envelope.envelopeID,
+                        requireTLS: envelope.requireTLS),
+                    content: content, tlsOptional: tlsOptional)
                 group.addTask {
                     let outcomes = await transport.deliver(outbound, domain: domain)
                     return Array(zip(indices, outcomes)).map { (index: $0.0, outcome: $0.1) }
@@ -336,6 +342,22 @@ public final class DeliveryScheduler: Sendable {
         return {
             let reader = try await threadPool.runIfActive { try queue.readData(id) }
             return { try await threadPool.runIfActive { try reader.next(maxBytes: 64 * 1024) } }
+        }
+    }
+
+    /// The header section says `TLS-Required: No` (RFC 8689 §5). Only its first 64 KiB are read:
+    /// a field further down is past any sane header section.
+    private func saysTLSNotRequired(_ message: QueuedMessage) async -> Bool {
+        do {
+            let next = try await contentReader(message.id)()
+            var header: [UInt8] = []
+            while header.count < 64 * 1024, let chunk = try await next() {
+                header += chunk.readableBytesView
+                if header.count >= 4, chunk.readableBytesView.firstRange(of: [13, 10, 13, 10]) != nil { break }
+            }
+            return TLSRequiredField.saysNo(header)
+        } catch {
+            return false
         }
     }
 

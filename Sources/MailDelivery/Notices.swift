@@ -103,9 +103,11 @@ extension DeliveryScheduler {
                     willRetryUntil: kind == .delay ? expiry : nil)
             })
         // RET (RFC 3461 §4.3) is about failure reports; the others carry the header section.
+        // A REQUIRETLS message's content never goes back in a report, which itself travels
+        // under REQUIRETLS (RFC 8689 §5).
         let includeBody =
             kind == .failure && message.envelope.dsnReturn != DSNReturn.headers.rawValue
-            && message.size <= Self.returnedContentLimit
+            && message.size <= Self.returnedContentLimit && !message.envelope.requireTLS
         do {
             let original = try await readOriginal(message, limit: includeBody ? message.size : 64 * 1024)
             let id = QueueID.generate()
@@ -121,7 +123,7 @@ extension DeliveryScheduler {
             let envelope = QueueEnvelope(
                 sender: "", recipients: [QueuedRecipient(address: recipient, notify: 0)],
                 bodyType: rendered.eightBit ? BodyType.eightBitMIME.rawValue : nil,
-                smtpUTF8: !recipient.utf8.allSatisfy { $0 < 0x80 })
+                smtpUTF8: !recipient.utf8.allSatisfy { $0 < 0x80 }, requireTLS: message.envelope.requireTLS)
             let queued = try await queue.commit(spool, envelope: envelope)
             let (text, event): (Logger.Message, String)
             switch kind {

@@ -202,6 +202,9 @@ extension ByteBuffer {
             writeOptionalTime(recipient.nextAttempt)
             writeOptionalQueueString(recipient.lastError)
         }
+        // Added after the first version: a reader finds it only when the section is longer than
+        // the recipients, so older records read as flags 0.
+        writeInteger(UInt8(envelope.requireTLS ? 1 : 0))
     }
 }
 
@@ -353,9 +356,11 @@ extension ByteBuffer {
                     address: address, originalRecipient: original, notify: hasNotify ? notify : nil, status: status,
                     attempts: attempts, nextAttempt: next, lastError: error))
         }
+        // Flags written by later versions; a record without them is from before REQUIRETLS.
+        let flags = readableBytes > 0 ? try readChecked(UInt8.self) : 0
         return QueueEnvelope(
             sender: sender, recipients: recipients, bodyType: bodyType, smtpUTF8: smtpUTF8, dsnReturn: dsnReturn,
             envelopeID: envelopeID, clientAddress: clientAddress, heloName: heloName,
-            authenticatedUser: authenticatedUser)
+            authenticatedUser: authenticatedUser, requireTLS: flags & 1 != 0)
     }
 }

@@ -60,12 +60,16 @@ public struct QueueEnvelope: Sendable, Codable, Hashable {
     public var clientAddress: String?
     public var heloName: String?
     public var authenticatedUser: String?
+    /// `REQUIRETLS` (RFC 8689 §4.1): the message goes on only over TLS with an authenticated
+    /// certificate to a server that offers REQUIRETLS.
+    public var requireTLS: Bool
 
     public init(
         sender: String, recipients: [QueuedRecipient], bodyType: String? = nil, smtpUTF8: Bool = false,
         dsnReturn: String? = nil, envelopeID: String? = nil, clientAddress: String? = nil, heloName: String? = nil,
-        authenticatedUser: String? = nil
+        authenticatedUser: String? = nil, requireTLS: Bool = false
     ) {
+        self.requireTLS = requireTLS
         self.sender = sender
         self.recipients = recipients
         self.bodyType = bodyType
@@ -75,6 +79,24 @@ public struct QueueEnvelope: Sendable, Codable, Hashable {
         self.clientAddress = clientAddress
         self.heloName = heloName
         self.authenticatedUser = authenticatedUser
+    }
+}
+
+extension QueueEnvelope {
+    /// Decodes envelopes written before `requireTLS` existed as without it.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            sender: try container.decode(String.self, forKey: .sender),
+            recipients: try container.decode([QueuedRecipient].self, forKey: .recipients),
+            bodyType: try container.decodeIfPresent(String.self, forKey: .bodyType),
+            smtpUTF8: try container.decode(Bool.self, forKey: .smtpUTF8),
+            dsnReturn: try container.decodeIfPresent(String.self, forKey: .dsnReturn),
+            envelopeID: try container.decodeIfPresent(String.self, forKey: .envelopeID),
+            clientAddress: try container.decodeIfPresent(String.self, forKey: .clientAddress),
+            heloName: try container.decodeIfPresent(String.self, forKey: .heloName),
+            authenticatedUser: try container.decodeIfPresent(String.self, forKey: .authenticatedUser),
+            requireTLS: try container.decodeIfPresent(Bool.self, forKey: .requireTLS) ?? false)
     }
 }
 

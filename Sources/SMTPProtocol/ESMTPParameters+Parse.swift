@@ -119,6 +119,7 @@ extension MailParameters {
     //  ret-param   = "RET=" ("FULL" / "HDRS")                     ; RFC 3461 §4.3
     //  envid-param = "ENVID=" xtext                              ; RFC 3461 §4.4
     //  auth-param  = "AUTH=" (xtext / "<>")                      ; RFC 4954 §5
+    //  "REQUIRETLS"                                              ; RFC 8689 §3
     static func parse(_ bytes: ArraySlice<UInt8>) throws(SMTPCommandError) -> MailParameters {
         var result = MailParameters()
         for parameter in try ESMTPParameter.parseList(bytes, hint: "MAIL FROM:<address> [parameters]") {
@@ -148,6 +149,9 @@ extension MailParameters {
             case "SMTPUTF8":
                 guard parameter.value == nil else { throw .unsupportedParameter(parameter.written) }
                 result.smtpUTF8 = true
+            case "REQUIRETLS":
+                guard parameter.value == nil else { throw .unsupportedParameter(parameter.written) }
+                result.requireTLS = true
             case "RET":
                 guard let ret = DSNReturn(rawValue: try parameter.upperCasedValue()) else {
                     throw .unsupportedParameter(parameter.written)

@@ -46,11 +46,14 @@ public struct MailParameters: Sendable, Hashable {
     public var envelopeID: String?
     /// `AUTH=` (RFC 4954 §5), xtext-decoded; `<>` when the client says the submitter is unknown.
     public var auth: String?
+    /// `REQUIRETLS` (RFC 8689 §3): the message may travel only over authenticated TLS.
+    public var requireTLS: Bool
 
     public init(
         size: Int? = nil, body: BodyType? = nil, smtpUTF8: Bool = false,
-        ret: DSNReturn? = nil, envelopeID: String? = nil, auth: String? = nil
+        ret: DSNReturn? = nil, envelopeID: String? = nil, auth: String? = nil, requireTLS: Bool = false
     ) {
+        self.requireTLS = requireTLS
         self.size = size
         self.body = body
         self.smtpUTF8 = smtpUTF8

@@ -25,6 +25,7 @@ extension QueueEnvelope {
             sender: transaction.sender.description, recipients: recipients,
             bodyType: transaction.parameters.body?.rawValue, smtpUTF8: transaction.parameters.smtpUTF8,
             dsnReturn: transaction.parameters.ret?.rawValue, envelopeID: transaction.parameters.envelopeID,
-            clientAddress: clientAddress, heloName: heloName, authenticatedUser: authenticatedUser)
+            clientAddress: clientAddress, heloName: heloName, authenticatedUser: authenticatedUser,
+            requireTLS: transaction.parameters.requireTLS)
     }
 }

@@ -10,13 +10,16 @@ struct Sendmail: AsyncParsableCommand {
         abstract: "Submit a message from standard input (sendmail-compatible).")
 
     @Option(name: .long, help: "The configuration file (TOML).") var config: String?
-    @Argument(parsing: .allUnrecognized, help: "sendmail flags (-t, -f SENDER, -i, -oi, -F NAME) and recipients.")
+    @Argument(
+        parsing: .allUnrecognized,
+        help: "sendmail flags (-t, -f SENDER, -i, -oi, -F NAME, --require-tls) and recipients.")
     var arguments: [String] = []
 
     func run() async throws {
         var sender: String?
         var fromHeaders = false
         var stopAtDot = true
+        var requireTLS = false
         var recipients: [String] = []
         var index = 0
         var options = true
@@ -29,6 +32,8 @@ struct Sendmail: AsyncParsableCommand {
             }
             switch argument {
             case "--": options = false
+            // Tern's own: the message may only leave over verified TLS (RFC 8689 REQUIRETLS).
+            case "--require-tls": requireTLS = true
             case "-t": fromHeaders = true
             case "-i", "-oi": stopAtDot = false
             case "-f", "-r", "-F", "-o", "-B", "-N", "-R", "-V", "-X", "-L":
@@ -63,7 +68,7 @@ struct Sendmail: AsyncParsableCommand {
         }
         let submission = LocalSubmission(
             sender: sender ?? "\(user)@\(loaded.hostname)", recipients: recipients, message: message,
-            recipientsFromHeaders: fromHeaders, user: user)
+            recipientsFromHeaders: fromHeaders, user: user, requireTLS: requireTLS)
         let response: ControlSocket.Response
         do {
             response = try await QueueAccess.perform(.init(op: .submit, submission: submission), configuration: loaded)

@@ -19,8 +19,15 @@ public struct LocalSubmission: Sendable, Codable {
     public var recipientsFromHeaders: Bool
     /// The submitting user, for `Received:` and logs.
     public var user: String
+    /// `--require-tls`: queue the message as REQUIRETLS (RFC 8689), as if it had come over SMTP
+    /// with that MAIL parameter. Optional so that an older client's request still decodes.
+    public var requireTLS: Bool?
 
-    public init(sender: String, recipients: [String], message: Data, recipientsFromHeaders: Bool, user: String) {
+    public init(
+        sender: String, recipients: [String], message: Data, recipientsFromHeaders: Bool, user: String,
+        requireTLS: Bool = false
+    ) {
+        self.requireTLS = requireTLS
         self.sender = sender
         self.recipients = recipients
         self.message = message
@@ -164,7 +171,8 @@ public struct LocalSubmission: Sendable, Codable {
             senderPath.mailbox?.requiresSMTPUTF8 == true || queued.contains { $0.address.utf8.contains { $0 >= 0x80 } }
         let envelope = QueueEnvelope(
             sender: senderPath.description, recipients: queued, bodyType: nil, smtpUTF8: smtpUTF8, dsnReturn: nil,
-            envelopeID: nil, clientAddress: nil, heloName: nil, authenticatedUser: user)
+            envelopeID: nil, clientAddress: nil, heloName: nil, authenticatedUser: user, requireTLS: requireTLS ?? false
+        )
         do {
             let spool = try queue.makeSpool(id: id)
             let received = TraceHeaders.received(

@@ -59,7 +59,8 @@ public enum TernApplication {
         let deliveryLogger = logger.component("delivery")
         let scheduler = DeliveryScheduler(
             settings: configuration.deliverySettings(dataDirectory: dataDirectory), queue: queue,
-            directory: directory, transport: configuration.remoteDelivery(resolver: resolver, logger: deliveryLogger),
+            directory: directory,
+            transport: try configuration.remoteDelivery(resolver: resolver, logger: deliveryLogger),
             threadPool: threadPool, logger: deliveryLogger)
 
         let server = SMTPServer(
@@ -188,18 +189,39 @@ extension TernConfiguration {
     }
 
     /// SMTP to other domains: MX routing (or the relayhost) on `remote_port`. This host is
-    /// known by its hostname and by the addresses it listens on at that port.
-    func remoteDelivery(resolver: any DNSClient.Resolver, logger: Logger) -> RemoteDelivery {
+    /// known by its hostname and by the addresses it listens on at that port. Certificates are
+    /// checked against the system's roots and `tls_ca_file`, loaded once here; MTA-STS policies
+    /// are cached under `<data_dir>/mta-sts`.
+    func remoteDelivery(resolver: any DNSClient.Resolver, logger: Logger) throws -> RemoteDelivery {
         let listening = listen.smtp + listen.submission + listen.submissions
         let router = MXRouter(
             resolver: resolver, port: delivery.remotePort, relayhost: delivery.relayhost,
             localNames: [hostname],
             localAddresses: Set(listening.filter { $0.port == delivery.remotePort }.map(\.host)))
+        let anchors = try TrustAnchors.load(extraFile: outboundTLS.caFile)
+        if anchors.count == 0 {
+            logger.warning(
+                "no trust anchors: every server certificate will be untrusted",
+                metadata: ["event": "error", "file": "\(TrustAnchors.systemBundle)"])
+        }
+        var mtaSTS: MTASTSPolicyStore?
+        if outboundTLS.mtaSTS {
+            let fetcher = try MTASTSFetcher(
+                resolver: resolver, group: MultiThreadedEventLoopGroup.singleton, port: outboundTLS.mtaSTSPort,
+                timeout: TimeAmount(outboundTLS.mtaSTSFetchTimeout), extraTrustFile: outboundTLS.caFile)
+            mtaSTS = MTASTSPolicyStore(
+                resolver: resolver,
+                fetch: { domain async throws(TLSPolicyError) in try await fetcher.fetch(domain: domain) },
+                directory: "\(dataDirectory)/mta-sts", logger: logger)
+        }
         return RemoteDelivery(
             settings: RemoteDelivery.Settings(
                 heloName: hostname, timeouts: clientTimeouts, startTLS: delivery.startTLS,
-                destinationConcurrency: delivery.destinationConcurrency),
-            router: router, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+                destinationConcurrency: delivery.destinationConcurrency,
+                tls: OutboundTLSSettings(
+                    policies: outboundTLS.policies, dane: outboundTLS.dane,
+                    verifier: CertificateVerifier(anchors: anchors))),
+            router: router, group: MultiThreadedEventLoopGroup.singleton, logger: logger, mtaSTS: mtaSTS)
     }
 }
 

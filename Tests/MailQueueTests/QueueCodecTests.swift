@@ -113,6 +113,43 @@ import Testing
         return buffer
     }
 
+    /// REQUIRETLS rides in the envelope section; a MESSAGE record written before it existed
+    /// (its section one octet shorter, and its checksum over that) reads as without it.
+    @Test func requireTLSRoundTripsAndOlderRecordsReadWithoutIt() throws {
+        var envelope = QueueEnvelope(sender: "a@b.test", recipients: [QueuedRecipient(address: "c@d.test")])
+        envelope.requireTLS = true
+        let record = LogRecord.message(
+            MessageRecord(id: Self.id, arrival: 1, size: 0, held: false, dataInFile: false, envelope: envelope))
+        let current = Self.encoded(record)
+        #expect(LogRecord.decode(current, at: 0) == .record(record, length: current.readableBytes))
+
+        // The same record as the previous version wrote it: without the flags octet.
+        var bytes = Array(current.readableBytesView)
+        let payloadLength = Int(UInt32(bigEndian: bytes[5..<9].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
+        let flags = 9 + payloadLength - 1
+        #expect(bytes[flags] == 1)
+        bytes.remove(at: flags)
+        bytes.removeLast(4)  // the old checksum
+        let envelopeLength = 9 + 10 + 8 + 1 + 8
+        func put(_ value: UInt32, at index: Int) {
+            withUnsafeBytes(of: value.bigEndian) { bytes.replaceSubrange(index..<index + 4, with: $0) }
+        }
+        put(UInt32(payloadLength - 1), at: 5)
+        let sectionLength = Int(
+            UInt32(
+                bigEndian: bytes[envelopeLength..<envelopeLength + 4].withUnsafeBytes {
+                    $0.loadUnaligned(as: UInt32.self)
+                }))
+        put(UInt32(sectionLength - 1), at: envelopeLength)
+        let crc = CRC32C.checksum(bytes[4...])
+        withUnsafeBytes(of: crc.bigEndian) { bytes += $0 }
+        envelope.requireTLS = false
+        let old = ByteBuffer(bytes: bytes)
+        let expected = LogRecord.message(
+            MessageRecord(id: Self.id, arrival: 1, size: 0, held: false, dataInFile: false, envelope: envelope))
+        #expect(LogRecord.decode(old, at: 0) == .record(expected, length: bytes.count))
+    }
+
     @Test(arguments: records)
     func roundTrip(_ record: LogRecord) {
         let buffer = Self.encoded(record)

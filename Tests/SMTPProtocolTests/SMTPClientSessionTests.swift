@@ -255,6 +255,29 @@ private let twoRecipients = SMTPClientSession.Envelope(
         #expect(dialogue.codes() == [250, 250])
     }
 
+    /// RFC 8689 §4.2.1: REQUIRETLS goes on with MAIL only under TLS to a server that offers it;
+    /// otherwise every recipient gets 5.7.30 and nothing is sent.
+    @Test(arguments: [
+        (["220 ok", "250-mx\n250-STARTTLS\n250 PIPELINING", "220 go", "250-mx\n250-REQUIRETLS\n250 PIPELINING"], true),
+        (["220 ok", "250-mx\n250-STARTTLS\n250 PIPELINING", "220 go", "250-mx\n250 PIPELINING"], false),
+        (["220 ok", "250-mx\n250-REQUIRETLS\n250 PIPELINING"], false),
+    ])
+    func requireTLSIsPassedOnOnlyUnderTLSToAServerThatOffersIt(replies: [String], sent: Bool) {
+        var configuration = client
+        configuration.startTLS = true
+        var envelope = twoRecipients
+        envelope.requireTLS = true
+        var dialogue = Dialogue(configuration, [envelope])
+        dialogue.play(replies + (sent ? ["250 ok", "250 ok", "250 ok", "354 go", "250 ok"] : []) + ["221 bye"])
+        if sent {
+            #expect(dialogue.written.contains { $0.hasPrefix("MAIL FROM:<alice@example.test> REQUIRETLS|") })
+            #expect(dialogue.codes() == [250, 250])
+        } else {
+            #expect(!dialogue.written.contains { $0.hasPrefix("MAIL") })
+            #expect(dialogue.results.first?.replies.map { $0?.enhanced?.description } == ["5.7.30", "5.7.30"])
+        }
+    }
+
     @Test func lmtpAnswersTheEndOfDataOncePerAcceptedRecipient() {
         let three = SMTPClientSession.Envelope(
             sender: "", recipients: [.init(address: "a@x"), .init(address: "b@x"), .init(address: "c@x")], size: 5)

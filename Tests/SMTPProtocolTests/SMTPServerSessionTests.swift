@@ -183,6 +183,28 @@ import Testing
         #expect(refused.code == 530)
     }
 
+    /// RFC 8689 §2: REQUIRETLS is advertised, and taken, only under TLS.
+    @Test func requireTLSOnlyUnderTLS() {
+        var session = SMTPServerSession(configuration: .init(hostname: "h", tlsAvailable: true))
+        guard case .send(let before) = session.receive(.ehlo(domain: "c")) else { return }
+        #expect(!before.lines.contains("REQUIRETLS"))
+        guard case .send(let refused) = session.receive(.mail(.null, MailParameters(requireTLS: true))) else {
+            Issue.record("REQUIRETLS taken in plaintext")
+            return
+        }
+        #expect(refused.code == 555 && refused.enhanced == EnhancedStatusCode(5, 5, 4))
+        guard case .startTLS = session.receive(.starttls) else { return }
+        session.tlsStarted()
+        guard case .send(let after) = session.receive(.ehlo(domain: "c")) else { return }
+        #expect(after.lines.contains("REQUIRETLS"))
+        guard case .verifySender(_, let parameters) = session.receive(.mail(.null, MailParameters(requireTLS: true)))
+        else {
+            Issue.record("REQUIRETLS refused under TLS")
+            return
+        }
+        #expect(parameters.requireTLS)
+    }
+
     @Test func bdatChunksThenLast() {
         #expect(
             Self.codes([

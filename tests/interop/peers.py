@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
 """The far side of outbound delivery for interop tests: fake SMTP servers and a DNS server.
 
-`FakeSMTPServer` plays a scripted receiving MTA on a loopback address. All of 127.0.0.0/8 is
-local on Linux, so several fake MX hosts can share one port number on 127.0.0.2, 127.0.0.3, ...
-`DNS` answers MX, A, AAAA, CNAME and TXT queries from a table, like the recursive resolver Tern is
-configured with. (dnsmasq can serve a null MX, but it gives no SOA with negative answers and
+`FakeSMTPServer` plays a scripted receiving MTA on a loopback address, with STARTTLS (Python's
+ssl) when given a certificate. All of 127.0.0.0/8 is local on Linux, so several fake MX hosts can
+share one port number on 127.0.0.2, 127.0.0.3, ...
+`DNS` answers MX, A, AAAA, CNAME, TXT and TLSA queries from a table, like the recursive resolver
+Tern is configured with, and sets the AD bit on the names it is told are DNSSEC-validated. (dnsmasq can serve a null MX, but it gives no SOA with negative answers and
 cannot fail one chosen name with SERVFAIL, so this is a small DNS server written here.)
 Only the Python standard library is used. `python3 tests/interop/peers.py` runs the self-test.
 """
 
 import dataclasses
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -21,7 +23,8 @@ import traceback
 EXTENSIONS = ("PIPELINING", "SIZE", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN")
 
 # Which EHLO keyword allows each MAIL/RCPT parameter (RFC 1870, 6152, 6531, 3461).
-MAIL_PARAMETERS = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8", "RET": "DSN", "ENVID": "DSN"}
+MAIL_PARAMETERS = {"SIZE": "SIZE", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8", "RET": "DSN", "ENVID": "DSN",
+                   "REQUIRETLS": "REQUIRETLS"}
 RCPT_PARAMETERS = {"NOTIFY": "DSN", "ORCPT": "DSN"}
 
 
@@ -73,6 +76,7 @@ class Transaction:
     data: bytes = None        # the content, dot-unstuffed, CRLF line ends, without the final dot
     reply: str = ""           # the reply that ended it (to the dot, or to MAIL); "" if abandoned
     pipelined: bool = False   # some MAIL/RCPT/DATA came before the reply to the command before it
+    tls: str = None           # the TLS version ("TLSv1.3") when the transaction ran after STARTTLS
 
     @property
     def sender(self):
@@ -109,12 +113,15 @@ class FakeSMTPServer:
     data_reply: the reply after the final dot instead of 250.
     Any reply may be multi-line (a list of lines, see `encode_reply`); a 421 closes the connection.
     strict: refuse bare CR/LF in commands (500) and content (550 5.6.11), as RFC 5321 §2.3.8 asks.
+    tls: (certificate chain file, key file): STARTTLS is offered, and the session starts over
+      under TLS (RFC 3207); `handshakes` counts the handshakes that succeeded.
+    requiretls: REQUIRETLS is offered under TLS (RFC 8689), and its MAIL parameter accepted.
     """
 
     def __init__(self, host="127.0.0.2", port=None, behaviour="accept", *, name="fake.example",
                  without=(), helo_only=False, size=10240000, fail_first=0,
                  fail_reply="451 4.3.0 try again later", fail_at="data", reject_rcpt=None,
-                 data_reply=None, greeting=None, strict=True):
+                 data_reply=None, greeting=None, strict=True, tls=None, requiretls=False):
         assert behaviour in ("accept", "greet_421", "hang") and fail_at in ("data", "mail")
         self.host, self.port, self.behaviour, self.name = host, port, behaviour, name
         self.extensions = [e for e in EXTENSIONS if e not in without]
@@ -124,6 +131,12 @@ class FakeSMTPServer:
         self.data_reply = data_reply
         self.greeting = greeting or (f"421 4.3.2 {name} busy, try later" if behaviour == "greet_421"
                                      else f"220 {name} ESMTP fake")
+        self.tls_context = None
+        if tls:
+            self.tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls_context.load_cert_chain(*tls)
+        self.requiretls = requiretls
+        self.handshakes = 0       # STARTTLS handshakes that succeeded
         self.transactions = []    # every Transaction, in the order they ended
         self.connections = 0      # connections accepted so far
         self.quits = 0            # QUIT commands received
@@ -213,18 +226,24 @@ class FakeSMTPServer:
 
     def _serve(self, sock, peer, number):
         sock.settimeout(None)
+        session = None
         try:
             if self.behaviour == "hang":
                 while sock.recv(4096):   # swallow everything, answer nothing
                     pass
             else:
-                _Session(self, sock, peer, number).run()
-        except OSError:
+                session = _Session(self, sock, peer, number)
+                session.run()
+        except OSError:   # ssl.SSLError too: a client that refused our certificate
             pass
         finally:
             with self._changed:
                 self._sockets.discard(sock)
+                if session:
+                    self._sockets.discard(session.sock)
             sock.close()
+            if session:
+                session.sock.close()
 
 
 class _Session:
@@ -239,6 +258,8 @@ class _Session:
         self.content = None         # the content lines while in DATA, else None
         self.output = []            # replies not sent yet: flushed when the input runs dry
         self.closing = False
+        self.start_tls = False      # the 220 to STARTTLS is queued: the handshake follows it
+        self.tls = None             # the TLS version once the handshake is done
 
     def run(self):
         if not self.reply(self.server.greeting).startswith("220"):
@@ -261,6 +282,17 @@ class _Session:
                 else:
                     self.command(line, pipelined=pending or not first)
                 first = False
+                if self.start_tls:
+                    # RFC 3207 §4.2: the session starts over under TLS; anything the client sent
+                    # after STARTTLS in plaintext is dropped, never read as a command.
+                    self.flush()
+                    self.sock = self.server.tls_context.wrap_socket(self.sock, server_side=True)
+                    with self.server._changed:
+                        self.server._sockets.add(self.sock)
+                        self.server.handshakes += 1
+                    self.tls = self.sock.version()
+                    self.start_tls, self.helo, self.extensions, buffer = False, None, [], b""
+                    break
         self.flush()
         self.end_transaction("")    # a disconnect in the middle abandons it
 
@@ -310,6 +342,14 @@ class _Session:
             self.say(250, "2.0.0", "Ok")
         elif verb == "VRFY":
             self.say(252, "2.5.0", "Cannot VRFY user")
+        elif verb == "STARTTLS":
+            if not self.server.tls_context or "STARTTLS" not in self.extensions:
+                self.say(502, "5.5.1", "STARTTLS not available")
+            elif self.transaction:
+                self.say(503, "5.5.1", "STARTTLS in a transaction")
+            else:
+                self.reply("220 2.0.0 Ready to start TLS")
+                self.start_tls = True
         elif verb == "QUIT":
             with self.server._changed:
                 self.server.quits += 1
@@ -329,6 +369,10 @@ class _Session:
             self.extensions = []
             return self.reply(f"250 {self.server.name}")
         self.extensions = list(self.server.extensions)
+        if self.server.tls_context and not self.tls:
+            self.extensions.append("STARTTLS")
+        if self.server.requiretls and self.tls:
+            self.extensions.append("REQUIRETLS")
         self.reply([f"250 {self.server.name} greets {argument.strip()}"] +
                    [f"250 {e} {self.server.size}" if e == "SIZE" else f"250 {e}" for e in self.extensions])
 
@@ -337,6 +381,8 @@ class _Session:
         for key, value in parameters.items():
             if allowed.get(key) not in self.extensions:
                 return self.say(555, "5.5.4", f"{key} parameter not recognized")
+            if key == "REQUIRETLS" and value is not None:
+                return self.say(501, "5.5.4", "REQUIRETLS takes no value")
             if key == "SIZE" and not (value or "").isdigit():
                 return self.say(501, "5.5.4", "SIZE needs a number")
             if key == "SIZE" and int(value) > self.server.size:
@@ -351,7 +397,8 @@ class _Session:
         except ValueError:
             return self.say(501, "5.5.4", "syntax: MAIL FROM:<address>")
         self.index += 1
-        self.transaction = Transaction(self.peer, self.number, self.index, self.helo, line, pipelined=pipelined)
+        self.transaction = Transaction(self.peer, self.number, self.index, self.helo, line, pipelined=pipelined,
+                                       tls=self.tls)
         if self.server._take_failure("mail"):
             return self.end_transaction(self.reply(self.server.fail_reply))
         refusal = self.refused_parameter(parameters, MAIL_PARAMETERS)
@@ -414,7 +461,7 @@ class _Session:
 
 # ---- DNS ----------------------------------------------------------------------------------
 
-TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28, "OPT": 41, "ANY": 255}
+TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28, "OPT": 41, "TLSA": 52, "ANY": 255}
 TYPE_NAMES = {number: name for name, number in TYPES.items()}
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP = 0, 1, 2, 3, 4
 
@@ -455,6 +502,8 @@ def rdata(record):
     if kind == "TXT":
         text = record[1].encode()
         return b"".join(bytes([len(text[i:i + 255])]) + text[i:i + 255] for i in range(0, max(len(text), 1), 255))
+    if kind == "TLSA":   # ("TLSA", usage, selector, matching type, association data in hex)
+        return struct.pack("!BBB", record[1], record[2], record[3]) + bytes.fromhex(record[4])
     raise ValueError(f"unsupported record {record!r}")
 
 
@@ -462,7 +511,11 @@ class DNS:
     """A DNS server on UDP `host:port` (port None: any free one, see `.port`) answering from
     `records`: {name: [record, ...]} with records ("MX", preference, exchange) (exchange "."
     is a null MX), ("A", "127.0.0.2"), ("AAAA", "::1"), ("CNAME", target), ("NS", host),
-    ("TXT", text), or the behaviours ("SERVFAIL",) (answer SERVFAIL) and ("DROP",) (never answer).
+    ("TXT", text), ("TLSA", usage, selector, matching type, hex data), or the behaviours
+    ("SERVFAIL",) (answer SERVFAIL) and ("DROP",) (never answer).
+    `authenticated`: the names (lower case) whose answers carry the AD bit, as a validating
+    resolver sets it for DNSSEC-signed data (RFC 4035 §3.2.3), or True for every answer. The bit
+    says what Tern's DANE code reads; no signatures are made.
 
     A name absent from the table gets NXDOMAIN, unless a listed name is below it (an empty
     non-terminal) or it is a single label (a TLD, the apex of a zone we serve): then NODATA.
@@ -473,12 +526,13 @@ class DNS:
     that does not fit comes back with TC set (keep tables small).
     """
 
-    def __init__(self, records, host="127.0.0.1", port=None, ttl=300):
+    def __init__(self, records, host="127.0.0.1", port=None, ttl=300, authenticated=()):
         for name, entries in records.items():
             for record in entries:
                 if record not in [("SERVFAIL",), ("DROP",)]:
                     rdata(record)   # refuse a bad table now, not at the first query
         self.records, self.host, self.port, self.ttl = records, host, port, ttl
+        self.authenticated = authenticated
         self.queries = []
         self._stopping = threading.Event()
         self._socket = self._thread = None
@@ -543,6 +597,8 @@ class DNS:
 
         key = name.lower().rstrip(".")
         self.queries.append((key, TYPE_NAMES.get(qtype, qtype)))
+        if self.authenticated is True or key in self.authenticated:
+            reply_flags |= 0x0020   # AD: "validated" (RFC 4035 §3.2.3)
         table = {k.lower().rstrip("."): v for k, v in self.records.items()}
         entries = table.get(key)
         if entries and ("DROP",) in entries:
@@ -688,6 +744,15 @@ def self_test():
         records["late.example"] = [("MX", 5, "mx1.example.net")]     # the table is read per query
         assert dns_query(dns.port, "late.example")[2][0][3] == (5, "mx1.example.net")
         dnspython_check(dns.port)
+    # The AD bit on the names said to be validated, and TLSA records.
+    secure = {"mx.secure.example": [("A", "127.0.0.2")],
+              "_25._tcp.mx.secure.example": [("TLSA", 3, 1, 1, "ab" * 32)],
+              "mx.plain.example": [("A", "127.0.0.3")]}
+    with DNS(secure, authenticated={"mx.secure.example", "_25._tcp.mx.secure.example"}) as dns:
+        assert dns_query(dns.port, "mx.secure.example", "A")[1] & 0x0020
+        assert not dns_query(dns.port, "mx.plain.example", "A")[1] & 0x0020
+        rcode, flags, answers, _ = dns_query(dns.port, "_25._tcp.mx.secure.example", "TLSA")
+        assert flags & 0x0020 and answers[0][1:] == ("TLSA", 300, bytes([3, 1, 1]) + b"\xab" * 32), answers
     print(f"ok   DNS ({time.monotonic() - start:.1f}s)")
 
     # Two fake MX hosts on one port number, different addresses.
@@ -798,6 +863,28 @@ def self_test():
             assert client.mail("jörg@tern.example", ["SMTPUTF8"])[0] == 250
             assert client.rcpt("x@example.net", ["NOTIFY=NEVER"])[0] == 555
     print(f"ok   helo_only, without, SMTPUTF8 ({time.monotonic() - start:.1f}s)")
+
+    # STARTTLS: offered, the session starts over under TLS, REQUIRETLS offered only then.
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="peers-tls-")
+    certificate, key = f"{folder}/cert.pem", f"{folder}/key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", certificate, "-days", "1", "-subj", "/CN=mx.tls.example"],
+                   check=True, capture_output=True, timeout=30)
+    with FakeSMTPServer("127.0.0.2", tls=(certificate, key), requiretls=True) as secure:
+        with smtplib.SMTP("127.0.0.2", secure.port, timeout=5) as client:
+            client.ehlo("tern.example")
+            assert client.has_extn("starttls") and not client.has_extn("requiretls")
+            client.starttls(context=ssl._create_unverified_context())
+            client.ehlo("tern.example")
+            assert not client.has_extn("starttls") and client.has_extn("requiretls")
+            client.sendmail("a@tern.example", ["x@example.net"], b"Subject: tls\r\n\r\nsecret\r\n",
+                            mail_options=["REQUIRETLS"])
+        [transaction] = secure.wait_for(1, accepted=True)
+        assert transaction.tls.startswith("TLSv1") and "REQUIRETLS" in transaction.mail_parameters
+        assert secure.handshakes == 1
+    subprocess.run(["rm", "-rf", folder], check=False)
+    print(f"ok   STARTTLS, REQUIRETLS ({time.monotonic() - start:.1f}s)")
 
     # 421 at greeting; a silent server; nothing listening.
     with FakeSMTPServer("127.0.0.2", behaviour="greet_421") as busy, \

@@ -5,7 +5,8 @@
 
 Each `test_*` function is one test; they run in order and the script exits non-zero when any
 fails. Peers: swaks, Python's smtplib, tern sendmail and the queue tools, dnsmasq, a tmpfs
-that fills up, and kill -9 under concurrent load.
+that fills up, and kill -9 under concurrent load; outbound TLS (outbound_tls.py): a test CA,
+STARTTLS peers, a DNS server with TLSA and the AD bit, an MTA-STS policy server.
 """
 
 import argparse
@@ -782,13 +783,15 @@ def main():
     parser.add_argument("-k", default="")
     args = parser.parse_args()
     harness.TERN = os.path.abspath(args.tern)
-    # The tests against real Postfix and Dovecot live in their own files; they import helpers
-    # from this one, so they are loaded here, once everything above is defined.
+    # The tests against real Postfix and Dovecot, and those of outbound TLS, live in their own
+    # files; they import helpers from this one, so they are loaded here, once everything above
+    # is defined.
     import dovecot
+    import outbound_tls
     import postfix
     import submission
     found = dict(globals())
-    for module in (postfix, dovecot, submission):
+    for module in (postfix, dovecot, submission, outbound_tls):
         found.update({name: f for name, f in vars(module).items() if name.startswith("test_")})
     tests = [(name, f) for name, f in found.items() if name.startswith("test_") and args.k in name]
     failures = []

@@ -19,11 +19,15 @@ public struct RouteHost: Sendable, Hashable {
     public var name: String
     public var preference: Int
     public var addresses: [RouteAddress]
+    /// Every address answer carried the AD bit (RFC 4035 §3.2.3): DANE may look up the host's
+    /// TLSA records (RFC 7672 §2.2.2). False for a host given as an address.
+    public var addressesAuthenticated: Bool
 
-    public init(name: String, preference: Int, addresses: [RouteAddress]) {
+    public init(name: String, preference: Int, addresses: [RouteAddress], addressesAuthenticated: Bool = false) {
         self.name = name
         self.preference = preference
         self.addresses = addresses
+        self.addressesAuthenticated = addressesAuthenticated
     }
 }
 
@@ -34,11 +38,16 @@ public struct Route: Sendable, Hashable {
     /// Lookups that failed on the way without ending the route (a secondary MX whose address
     /// did not resolve), for the log and for the reply when every host then fails.
     public var problems: [String]
+    /// The exchangers' names come from a DNSSEC-validated MX answer, or from no MX lookup at all
+    /// (an implicit MX, a relayhost): the precondition of DANE (RFC 7672 §2.2.1) and of a
+    /// REQUIRETLS delivery without MTA-STS (RFC 8689 §4.2.1).
+    public var mxAuthenticated: Bool
 
-    public init(hosts: [RouteHost], port: Int, problems: [String] = []) {
+    public init(hosts: [RouteHost], port: Int, problems: [String] = [], mxAuthenticated: Bool = false) {
         self.hosts = hosts
         self.port = port
         self.problems = problems
+        self.mxAuthenticated = mxAuthenticated
     }
 }
 
@@ -170,9 +179,13 @@ public struct MXRouter: Sendable {
         var implicit = !lookupMX
         var nullMX = false
         var candidates: [RouteHost] = []
+        // An implicit MX names the domain itself: its address answers alone decide (RFC 7672 §2.2.1).
+        var mxAuthenticated = true
         if lookupMX {
             do throws(DNSError) {
-                let records = try await resolver.mx(name).value
+                let answer = try await resolver.mx(name)
+                mxAuthenticated = answer.authenticated
+                let records = answer.value
                 // RFC 7505 §3: a null MX says "no mail", whatever else is published beside it.
                 if records.contains(where: \.isNullMX) {
                     nullMX = true
@@ -185,6 +198,7 @@ public struct MXRouter: Sendable {
                 throw .domainNotFound(domain: domain)
             } catch .noData {
                 implicit = true
+                mxAuthenticated = true
             } catch let error where error.isTemporary {
                 throw .temporary(domain: domain, detail: "MX: \(error)")
             } catch {
@@ -220,10 +234,15 @@ public struct MXRouter: Sendable {
                 break
             }
             if !lookup.addresses.isEmpty {
-                hosts.append(RouteHost(name: host.name, preference: host.preference, addresses: lookup.addresses))
+                hosts.append(
+                    RouteHost(
+                        name: host.name, preference: host.preference, addresses: lookup.addresses,
+                        addressesAuthenticated: lookup.authenticated))
             }
         }
-        guard hosts.isEmpty else { return Route(hosts: hosts, port: port, problems: problems) }
+        guard hosts.isEmpty else {
+            return Route(hosts: hosts, port: port, problems: problems, mxAuthenticated: mxAuthenticated)
+        }
         let detail = problems.joined(separator: "; ")
         if temporary { throw .temporary(domain: domain, detail: detail) }
         if implicit && lookupMX { throw .domainNotFound(domain: domain) }
@@ -234,6 +253,8 @@ public struct MXRouter: Sendable {
         var addresses: [RouteAddress] = []
         var problems: [String] = []
         var temporary = false
+        /// Every answer that gave addresses carried the AD bit.
+        var authenticated = false
     }
 
     /// A and AAAA of every exchanger at once; results in the exchangers' order.
@@ -244,16 +265,20 @@ public struct MXRouter: Sendable {
                 group.addTask {
                     if let address = Self.address(host.name) { return (index, HostLookup(addresses: [address])) }
                     async let v4 = Self.lookup { () async throws(DNSError) in
-                        try await resolver.a(host.name).value.map(RouteAddress.v4)
+                        let answer = try await resolver.a(host.name)
+                        return (answer.value.map(RouteAddress.v4), answer.authenticated)
                     }
                     async let v6 = Self.lookup { () async throws(DNSError) in
-                        try await resolver.aaaa(host.name).value.map(RouteAddress.v6)
+                        let answer = try await resolver.aaaa(host.name)
+                        return (answer.value.map(RouteAddress.v6), answer.authenticated)
                     }
                     var result = HostLookup()
+                    var secure = true
                     for (type, outcome) in [("A", await v4), ("AAAA", await v6)] {
                         switch outcome {
-                        case .success(let addresses):
+                        case .success(let (addresses, authenticated)):
                             result.addresses += addresses
+                            secure = secure && authenticated
                         case .failure(.noData):
                             break  // an IPv4-only or IPv6-only host
                         case .failure(let error):
@@ -264,6 +289,7 @@ public struct MXRouter: Sendable {
                     if result.addresses.isEmpty && result.problems.isEmpty {
                         result.problems.append("\(host.name) has no A or AAAA record")
                     }
+                    result.authenticated = secure && !result.addresses.isEmpty
                     return (index, result)
                 }
             }
@@ -274,8 +300,8 @@ public struct MXRouter: Sendable {
     }
 
     private static func lookup(
-        _ body: @Sendable () async throws(DNSError) -> [RouteAddress]
-    ) async -> Result<[RouteAddress], DNSError> {
+        _ body: @Sendable () async throws(DNSError) -> ([RouteAddress], Bool)
+    ) async -> Result<([RouteAddress], Bool), DNSError> {
         do throws(DNSError) {
             return .success(try await body())
         } catch {

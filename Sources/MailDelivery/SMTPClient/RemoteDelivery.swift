@@ -1,3 +1,4 @@
+import DNSClient
 import Logging
 import NIOCore
 import NIOSSL
@@ -24,6 +25,14 @@ public struct DeliveryOutcome: Sendable, Hashable {
     public var relay: String?
     /// `TLSv1.3` when the transfer ran under TLS.
     public var tls: String?
+    /// What the server's certificate was worth under TLS: `verified`, `verified (DANE-EE)`,
+    /// `untrusted (certificate has expired)` (Postfix's "Verified/Untrusted TLS connection").
+    public var tlsCertificate: String?
+    /// The TLS policy the transfer ran under: `may`, `mta-sts`, `dane`, `policy:verify` ….
+    public var tlsPolicy: String?
+    /// What an MTA-STS policy in testing mode would have refused (RFC 8461 §5): the message
+    /// went anyway, and the log says why it would not have.
+    public var tlsPolicyFailure: String?
     /// Delivered to a server that took the DSN parameters (RFC 3461 §5.2.2): a success notice,
     /// if one was asked for, is its business. False for a final delivery (Maildir, LMTP) and a
     /// relay to a server without DSN, after which Tern sends it ("delivered" or "relayed").
@@ -73,12 +82,54 @@ public struct OutboundMessage: Sendable {
     public var envelope: SMTPClientSession.Envelope
     /// Opens the content from its start; called once per transfer attempt.
     public var content: @Sendable () async throws -> MessageContentReader
+    /// The header says `TLS-Required: No` (RFC 8689 §5): TLS policy failures are ignored, unless
+    /// the envelope asks for REQUIRETLS, which wins (§3).
+    public var tlsOptional: Bool
 
     public init(
-        envelope: SMTPClientSession.Envelope, content: @escaping @Sendable () async throws -> MessageContentReader
+        envelope: SMTPClientSession.Envelope, content: @escaping @Sendable () async throws -> MessageContentReader,
+        tlsOptional: Bool = false
     ) {
         self.envelope = envelope
         self.content = content
+        self.tlsOptional = tlsOptional
+    }
+
+    /// What the message asks of TLS.
+    public var tlsDemand: MessageTLSDemand {
+        envelope.requireTLS ? .requireTLS : tlsOptional ? .optional : .policy
+    }
+}
+
+/// Outbound TLS beyond opportunistic STARTTLS (SPEC §2.5): `[tls_policy]`, DANE, MTA-STS.
+public struct OutboundTLSSettings: Sendable {
+    /// `[tls_policy]`: a domain (`example.com`) or, with a leading dot, its subdomains
+    /// (`.example.com`) → the level its mail gets. Keys in lower case.
+    public var policies: [String: TLSSecurityLevel]
+    /// `[dane] enabled`: look up TLSA records where the DNS answers are DNSSEC-validated.
+    public var dane: Bool
+    /// The certificate checks; nil loads the system bundle alone.
+    public var verifier: CertificateVerifier?
+
+    public init(policies: [String: TLSSecurityLevel] = [:], dane: Bool = true, verifier: CertificateVerifier? = nil) {
+        self.policies = policies
+        self.dane = dane
+        self.verifier = verifier
+    }
+
+    /// The configured level for a destination: its own entry, else that of the nearest parent
+    /// written with a leading dot.
+    public func level(for destination: String) -> TLSSecurityLevel? {
+        var name = destination.lowercased()
+        if name.hasSuffix(".") { name.removeLast() }
+        if let level = policies[name] { return level }
+        var rest = Substring(name)
+        while let dot = rest.firstIndex(of: ".") {
+            rest = rest[dot...]
+            if let level = policies[String(rest)] { return level }
+            rest = rest.dropFirst()
+        }
+        return nil
     }
 }
 
@@ -100,12 +151,15 @@ public final class RemoteDelivery: RemoteTransport {
         public var recipientsPerTransaction: Int
         /// Addresses tried per delivery at most, across all exchangers.
         public var addressLimit: Int
+        public var tls: OutboundTLSSettings
 
         public init(
             heloName: String, timeouts: SMTPClientTimeouts = SMTPClientTimeouts(), startTLS: Bool = true,
             destinationConcurrency: Int = 20, connectionCacheTime: TimeAmount = .seconds(5),
-            recipientsPerTransaction: Int = 100, addressLimit: Int = 10
+            recipientsPerTransaction: Int = 100, addressLimit: Int = 10,
+            tls: OutboundTLSSettings = OutboundTLSSettings()
         ) {
+            self.tls = tls
             self.heloName = heloName
             self.timeouts = timeouts
             self.startTLS = startTLS
@@ -120,28 +174,40 @@ public final class RemoteDelivery: RemoteTransport {
     private let router: MXRouter
     private let group: any EventLoopGroup
     private let tlsContext: NIOSSLContext?
+    /// For TLS that is required: TLS 1.2 at least (RFC 8996 retired 1.0 and 1.1).
+    private let requiredTLSContext: NIOSSLContext?
     private let logger: Logger
     private let cache = Mutex<[String: [SMTPClientConnection]]>([:])
     private let limiter: DestinationLimiter
     /// Addresses whose TLS handshake failed lately: tried in plaintext for a while.
     private let plaintextOnly = Mutex<[String: NIODeadline]>([:])
+    private let verifier: CertificateVerifier
+    private let mtaSTS: MTASTSPolicyStore?
 
-    public init(settings: Settings, router: MXRouter, group: any EventLoopGroup, logger: Logger) {
+    /// `mtaSTS` is nil when MTA-STS is off.
+    public init(
+        settings: Settings, router: MXRouter, group: any EventLoopGroup, logger: Logger,
+        mtaSTS: MTASTSPolicyStore? = nil
+    ) {
         self.settings = settings
         self.router = router
         self.group = group
         self.logger = logger
+        self.mtaSTS = mtaSTS
         self.limiter = DestinationLimiter(limit: settings.destinationConcurrency)
-        if settings.startTLS {
-            // Opportunistic TLS: encryption against passive listeners; any certificate does,
-            // as RFC 7435 says. Verification policy (MTA-STS, DANE) comes with its own settings.
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            configuration.certificateVerification = .none
-            configuration.minimumTLSVersion = .tlsv1
-            self.tlsContext = try? NIOSSLContext(configuration: configuration)
-        } else {
-            self.tlsContext = nil
-        }
+        self.verifier =
+            settings.tls.verifier
+            ?? CertificateVerifier(anchors: (try? TrustAnchors.load(extraFile: nil)) ?? TrustAnchors([]))
+        // The context of every STARTTLS: BoringSSL's own verification is replaced by each
+        // connection's `PeerCertificateCheck`, which records the verdict and refuses a bad
+        // certificate only where the policy demands a good one (RFC 7435: opportunistic TLS takes
+        // any). TLS 1.0 stays allowed for old exchangers: it still beats plaintext.
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = .noHostnameVerification
+        configuration.minimumTLSVersion = .tlsv1
+        self.tlsContext = try? NIOSSLContext(configuration: configuration)
+        configuration.minimumTLSVersion = .tlsv12
+        self.requiredTLSContext = try? NIOSSLContext(configuration: configuration)
     }
 
     /// Delivers `message` to its recipients, all in `domain`; one outcome per recipient, in order.
@@ -156,6 +222,7 @@ public final class RemoteDelivery: RemoteTransport {
             return Array(repeating: outcome, count: message.envelope.recipients.count)
         }
         let key = router.relayhost.map { "relayhost \($0)" } ?? domain
+        let policy = await tlsPolicy(for: message, domain: domain, route: route)
         await limiter.acquire(key)
         defer { limiter.release(key) }
         var outcomes: [DeliveryOutcome] = []
@@ -164,18 +231,67 @@ public final class RemoteDelivery: RemoteTransport {
             var part = message
             part.envelope.recipients = Array(
                 message.envelope.recipients[start..<min(start + chunk, part.envelope.recipients.count)])
-            outcomes += await deliver(part, route: route)
+            outcomes += await deliver(part, route: route, policy: policy)
         }
         return outcomes
     }
 
+    /// The TLS policy of this delivery: `[tls_policy]` for the next hop (the relayhost, or the
+    /// domain), the message's own demand, and the domain's MTA-STS policy where nothing
+    /// configured overrides it. MTA-STS is about a domain's own MX hosts, so not for a
+    /// relayhost or an address literal.
+    private func tlsPolicy(for message: OutboundMessage, domain: String, route: Route) async -> TLSPolicyDecision {
+        let nextHop = router.relayhost?.host ?? domain
+        let configured = settings.tls.level(for: nextHop)
+        var decision = TLSPolicyDecision(
+            configured: configured, defaultLevel: settings.startTLS ? .may : .none, demand: message.tlsDemand,
+            mxAuthenticated: route.mxAuthenticated, domain: domain)
+        if let mtaSTS, configured == nil, decision.demand != .optional, router.relayhost == nil,
+            !domain.hasPrefix("[")
+        {
+            decision.mtaSTS = await mtaSTS.policy(for: MXRouter.normalized(domain))
+        }
+        return decision
+    }
+
+    /// The TLSA records of an exchanger, where DANE may use them (RFC 7672 §2.2): only when its
+    /// MX and address answers were DNSSEC-validated; an answer without the AD bit counts as none.
+    private func tlsa(for host: RouteHost, port: Int, policy: TLSPolicyDecision, route: Route) async -> TLSALookup {
+        guard settings.tls.dane || policy.configured == .dane, policy.looksUpTLSA, route.mxAuthenticated,
+            host.addressesAuthenticated, MXRouter.address(host.name) == nil
+        else { return .insecure }
+        do throws(DNSError) {
+            let answer = try await router.resolver.tlsa(DANE.tlsaName(host: host.name, port: port))
+            return answer.authenticated ? .records(answer.value) : .none
+        } catch .nameNotFound, .noData, .invalidInput {
+            return .none
+        } catch {
+            return .failed(error.description)
+        }
+    }
+
     /// Every exchanger and address in turn, until each recipient is decided (RFC 5321 §5.1).
-    private func deliver(_ message: OutboundMessage, route: Route) async -> [DeliveryOutcome] {
+    private func deliver(_ message: OutboundMessage, route: Route, policy: TLSPolicyDecision) async -> [DeliveryOutcome]
+    {
         var outcomes = [DeliveryOutcome?](repeating: nil, count: message.envelope.recipients.count)
         var lastProblem = route.problems.last ?? "no exchanger could be reached"
         var lastReply: SMTPReply?
         var tried = 0
         hosts: for host in route.hosts {
+            guard tried < settings.addressLimit else { break hosts }
+            let requirement: TLSRequirement
+            switch policy.decide(
+                host: host.name, tlsa: await tlsa(for: host, port: route.port, policy: policy, route: route))
+            {
+            case .connect(let decided):
+                requirement = decided
+            case .skip(let reason, let status, let permanent):
+                lastProblem = reason
+                lastReply = SMTPReply(permanent ? 550 : 450, Self.statusCode(status), reason)
+                logger.info(
+                    "host skipped", metadata: ["event": "host_failed", "relay": "\(host.name)", "reason": "\(reason)"])
+                continue
+            }
             for address in host.addresses {
                 guard tried < settings.addressLimit else { break hosts }
                 tried += 1
@@ -185,7 +301,7 @@ public final class RemoteDelivery: RemoteTransport {
                     continue
                 }
                 let client: SMTPClientConnection
-                switch await connection(to: socketAddress, hostName: host.name) {
+                switch await connection(to: socketAddress, hostName: host.name, requirement: requirement) {
                 case .success(let opened):
                     client = opened
                 case .failure(let failure):
@@ -196,14 +312,30 @@ public final class RemoteDelivery: RemoteTransport {
                         metadata: ["event": "host_failed", "relay": "\(host.name)", "reason": "\(failure.description)"])
                     continue
                 }
+                let relay = client.connection.peer
+                if requirement.requireTLS, !client.offersRequireTLS {
+                    // RFC 8689 §4.2.1: not to a server that would not keep the requirement; the
+                    // next exchanger may.
+                    lastProblem = "host \(relay) does not offer REQUIRETLS"
+                    lastReply = SMTPReply(550, EnhancedStatusCode(5, 7, 30), "REQUIRETLS support required")
+                    logger.info(
+                        "host failed",
+                        metadata: ["event": "host_failed", "relay": "\(host.name)", "reason": "\(lastProblem)"])
+                    checkIn(client, key: Self.cacheKey(socketAddress, host.name, requirement))
+                    continue
+                }
                 var envelope = message.envelope
                 envelope.recipients = open.map { message.envelope.recipients[$0] }
+                envelope.requireTLS = requirement.requireTLS
                 let result = await client.run(envelope, content: message.content)
-                let relay = client.connection.peer
+                let testingFailure = Self.testingFailure(requirement, client)
                 for (position, index) in open.enumerated() {
                     if let reply = result.replies[position] {
                         var outcome = DeliveryOutcome.from(reply, host: host.name, relay: relay)
                         outcome.tls = client.tls
+                        outcome.tlsCertificate = client.certificate?.description
+                        outcome.tlsPolicy = requirement.source
+                        outcome.tlsPolicyFailure = testingFailure
                         outcome.dsnPassedOn = client.offersDSN
                         outcomes[index] = outcome
                     }
@@ -212,7 +344,7 @@ public final class RemoteDelivery: RemoteTransport {
                     lastProblem = "host \(relay) \(failure)"
                     lastReply = failure.reply
                 } else {
-                    checkIn(client, key: socketAddress.description)
+                    checkIn(client, key: Self.cacheKey(socketAddress, host.name, requirement))
                 }
             }
         }
@@ -230,33 +362,67 @@ public final class RemoteDelivery: RemoteTransport {
         }
     }
 
-    /// An idle cached session to this address, else a new one; a failed TLS handshake is
-    /// retried once in plaintext, as opportunistic TLS allows (RFC 7435 §3).
-    private func connection(
-        to address: SocketAddress, hostName: String
-    ) async -> Result<SMTPClientConnection, SMTPClientConnection.OpenFailure> {
-        let key = address.description
-        if let cached = checkOut(key) { return .success(cached) }
-        let configuration = SMTPClientSession.Configuration(heloName: settings.heloName, startTLS: settings.startTLS)
-        let plaintext = plaintextOnly.withLock { entries in
-            if let until = entries[key], until > .now() { return true }
-            entries[key] = nil
-            return false
+    /// What MTA-STS in enforce mode would have refused about this transfer, for the log.
+    private static func testingFailure(_ requirement: TLSRequirement, _ client: SMTPClientConnection) -> String? {
+        guard requirement.mtaSTSTesting else { return nil }
+        var problems: [String] = []
+        if !requirement.mxMatched { problems.append("MX host not in the policy") }
+        if client.tls == nil {
+            problems.append("no TLS")
+        } else if let certificate = client.certificate, !certificate.isVerified {
+            problems.append("certificate \(certificate)")
         }
+        return problems.isEmpty ? nil : "MTA-STS testing: " + problems.joined(separator: ", ")
+    }
+
+    /// "4.7.5" as a status code.
+    private static func statusCode(_ text: String) -> EnhancedStatusCode {
+        let parts = text.split(separator: ".").compactMap { Int($0) }
+        guard parts.count == 3 else { return EnhancedStatusCode(4, 0, 0) }
+        return EnhancedStatusCode(parts[0], parts[1], parts[2])
+    }
+
+    private static func cacheKey(_ address: SocketAddress, _ hostName: String, _ requirement: TLSRequirement) -> String
+    {
+        "\(address)|\(hostName)|\(requirement.cacheKey)"
+    }
+
+    /// An idle cached session to this address, else a new one. When TLS is optional, a failed
+    /// handshake is retried once in plaintext, as opportunistic TLS allows (RFC 7435 §3), and
+    /// the address gets plaintext for an hour; when it is required, never.
+    private func connection(
+        to address: SocketAddress, hostName: String, requirement: TLSRequirement
+    ) async -> Result<SMTPClientConnection, SMTPClientConnection.OpenFailure> {
+        let key = Self.cacheKey(address, hostName, requirement)
+        if let cached = checkOut(key) { return .success(cached) }
+        let configuration = SMTPClientSession.Configuration(
+            heloName: settings.heloName, startTLS: requirement.level != .none)
+        let plaintextKey = address.description
+        let plaintext =
+            !requirement.isMandatory
+            && plaintextOnly.withLock { entries in
+                if let until = entries[plaintextKey], until > .now() { return true }
+                entries[plaintextKey] = nil
+                return false
+            }
+        let check = PeerCertificateCheck(verifier: verifier, hostName: hostName, requirement: requirement)
         let result = await SMTPClientConnection.open(
             to: address, hostName: hostName, group: group, configuration: configuration, timeouts: settings.timeouts,
-            tlsContext: plaintext ? nil : tlsContext)
-        guard case .failure(let failure) = result, failure.tlsFailed, !plaintext else { return result }
+            tlsContext: plaintext ? nil : requirement.isMandatory ? requiredTLSContext : tlsContext,
+            requirement: requirement, check: check)
+        guard case .failure(let failure) = result, failure.tlsFailed, !plaintext, !requirement.isMandatory else {
+            return result
+        }
         logger.info(
             "TLS failed, trying plaintext",
             metadata: [
                 "event": "tls_failed", "relay": "\(hostName)[\(address.ipAddress ?? "")]",
                 "reason": "\(failure.description)",
             ])
-        plaintextOnly.withLock { $0[key] = .now() + .hours(1) }
+        plaintextOnly.withLock { $0[plaintextKey] = .now() + .hours(1) }
         return await SMTPClientConnection.open(
             to: address, hostName: hostName, group: group, configuration: configuration, timeouts: settings.timeouts,
-            tlsContext: nil)
+            tlsContext: nil, requirement: requirement, check: nil)
     }
 
     private func checkOut(_ key: String) -> SMTPClientConnection? {

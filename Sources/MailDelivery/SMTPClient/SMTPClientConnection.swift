@@ -36,8 +36,13 @@ final class SMTPClientConnection: @unchecked Sendable {
     private var session: SMTPClientSession
     private let timeouts: SMTPClientTimeouts
     private let tlsContext: NIOSSLContext?
+    private let check: PeerCertificateCheck?
     /// `TLSv1.3` when the session runs under TLS.
     private(set) var tls: String?
+    /// What the server's certificate is worth, when the session runs under TLS.
+    var certificate: CertificateVerdict? { tls == nil ? nil : check?.verdict }
+    /// The server offers REQUIRETLS (RFC 8689 §2); only meaningful under TLS.
+    var offersRequireTLS: Bool { session.tlsActive && session.capabilities.offers("REQUIRETLS") }
     /// The server offers DSN (RFC 3461): NOTIFY and ORCPT went on with the recipients, and
     /// success notices are the next hop's to send.
     var offersDSN: Bool { session.capabilities.dsn }
@@ -48,12 +53,13 @@ final class SMTPClientConnection: @unchecked Sendable {
 
     private init(
         connection: SMTPConnection, session: SMTPClientSession, timeouts: SMTPClientTimeouts,
-        tlsContext: NIOSSLContext?
+        tlsContext: NIOSSLContext?, check: PeerCertificateCheck?
     ) {
         self.connection = connection
         self.session = session
         self.timeouts = timeouts
         self.tlsContext = tlsContext
+        self.check = check
     }
 
     /// What went wrong opening a session; `reply` is the server's refusal, if it gave one.
@@ -64,10 +70,15 @@ final class SMTPClientConnection: @unchecked Sendable {
         var tlsFailed: Bool
     }
 
-    /// Connects, reads the greeting, says EHLO and upgrades to TLS when both sides can.
+    /// Connects, reads the greeting, says EHLO and upgrades to TLS when both sides can. With a
+    /// mandatory `requirement` (a `check` that refuses bad certificates), a server without
+    /// STARTTLS, or whose handshake fails, is a failure that says why (`4.7.x`), never a
+    /// plaintext session.
     static func open(
         to address: SocketAddress, hostName: String, group: any EventLoopGroup,
-        configuration: SMTPClientSession.Configuration, timeouts: SMTPClientTimeouts, tlsContext: NIOSSLContext?
+        configuration: SMTPClientSession.Configuration, timeouts: SMTPClientTimeouts, tlsContext: NIOSSLContext?,
+        requirement: TLSRequirement = TLSRequirement(level: .opportunistic, source: "may"),
+        check: PeerCertificateCheck? = nil
     ) async -> Result<SMTPClientConnection, OpenFailure> {
         let connection: SMTPConnection
         do {
@@ -77,13 +88,22 @@ final class SMTPClientConnection: @unchecked Sendable {
             return .failure(OpenFailure(description: error.description, reply: nil, tlsFailed: false))
         }
         var configuration = configuration
-        if tlsContext == nil { configuration.startTLS = false }
+        if tlsContext == nil || requirement.level == .none { configuration.startTLS = false }
+        if requirement.isMandatory { configuration.startTLS = tlsContext != nil }
         let client = SMTPClientConnection(
             connection: connection, session: SMTPClientSession(configuration: configuration), timeouts: timeouts,
-            tlsContext: tlsContext)
+            tlsContext: tlsContext, check: check)
         switch await client.drive(.none, content: nil) {
         case .ready:
-            return .success(client)
+            guard requirement.isMandatory, client.tls == nil else { return .success(client) }
+            await client.quit()
+            let reason =
+                client.session.capabilities.startTLS
+                ? "refused STARTTLS" : "does not offer STARTTLS"
+            return .failure(
+                OpenFailure(
+                    description: "host \(connection.peer) \(reason), but TLS is required (\(requirement.source))",
+                    reply: SMTPReply(450, EnhancedStatusCode(4, 7, 4), "TLS is required"), tlsFailed: false))
         case .fail(let failure):
             connection.close()
             let tlsFailed: Bool
@@ -92,9 +112,21 @@ final class SMTPClientConnection: @unchecked Sendable {
             } else {
                 tlsFailed = false
             }
+            if tlsFailed, requirement.mustVerify, let verdict = check?.verdict, !verdict.isVerified {
+                return .failure(
+                    OpenFailure(
+                        description:
+                            "host \(connection.peer): server certificate \(verdict) (\(requirement.source) requires a verified certificate)",
+                        reply: SMTPReply(450, EnhancedStatusCode(4, 7, 5), "certificate verification failed"),
+                        tlsFailed: true))
+            }
+            // A required TLS session that failed: 4.7.5 rather than an anonymous deferral.
+            let reply =
+                failure.reply
+                ?? (tlsFailed && requirement.isMandatory
+                    ? SMTPReply(450, EnhancedStatusCode(4, 7, 5), "TLS handshake failed") : nil)
             return .failure(
-                OpenFailure(
-                    description: "host \(connection.peer) \(failure)", reply: failure.reply, tlsFailed: tlsFailed))
+                OpenFailure(description: "host \(connection.peer) \(failure)", reply: reply, tlsFailed: tlsFailed))
         default:
             connection.close()
             return .failure(
@@ -161,7 +193,7 @@ final class SMTPClientConnection: @unchecked Sendable {
             case .startTLS:
                 do {
                     guard let tlsContext else { throw SMTPConnectionError.tlsFailed("no TLS context") }
-                    try await connection.startTLS(context: tlsContext)
+                    try await connection.startTLS(context: tlsContext, check: check)
                     tls = "TLS"
                     action = session.tlsEstablished()
                 } catch {

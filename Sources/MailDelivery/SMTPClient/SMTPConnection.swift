@@ -109,9 +109,10 @@ final class SMTPConnection: Sendable {
     }
 
     /// Puts TLS under the reply reader (RFC 3207): call after the server's 220 to STARTTLS. The
-    /// handshake runs with the next write; a failed one fails the next read. Verification
-    /// policy (MTA-STS, DANE) is not applied here: opportunistic TLS takes any certificate.
-    func startTLS(context: NIOSSLContext) async throws(SMTPConnectionError) {
+    /// handshake runs with the next write; a failed one fails the next read. `check` verifies
+    /// the server's certificate in the handshake and may refuse it (MTA-STS, DANE, `verify`);
+    /// without one, any certificate is taken.
+    func startTLS(context: NIOSSLContext, check: PeerCertificateCheck?) async throws(SMTPConnectionError) {
         let reader = self.reader
         let channel = self.channel
         let hostName = self.hostName
@@ -120,9 +121,22 @@ final class SMTPConnection: Sendable {
                 // Anything the server sent after its 220 arrived in plaintext: injected, never read.
                 guard reader.isIdle else { throw SMTPConnectionError.tlsFailed("data after the 220 to STARTTLS") }
                 // SNI names the exchanger; an address literal has no name to send.
-                let handler =
-                    try (try? NIOSSLClientHandler(context: context, serverHostname: hostName))
-                    ?? NIOSSLClientHandler(context: context, serverHostname: nil)
+                let handler: NIOSSLClientHandler
+                if let check {
+                    let callback: NIOSSLCustomVerificationCallback = { certificates, promise in
+                        check.verify(certificates, promise: promise)
+                    }
+                    handler =
+                        try
+                        (try? NIOSSLClientHandler(
+                            context: context, serverHostname: hostName, customVerificationCallback: callback))
+                        ?? NIOSSLClientHandler(
+                            context: context, serverHostname: nil, customVerificationCallback: callback)
+                } else {
+                    handler =
+                        try (try? NIOSSLClientHandler(context: context, serverHostname: hostName))
+                        ?? NIOSSLClientHandler(context: context, serverHostname: nil)
+                }
                 try channel.pipeline.syncOperations.addHandler(handler, position: .first)
             }.get()
         } catch let error as SMTPConnectionError {

@@ -57,10 +57,12 @@ public struct SMTPClientSession: Sendable {
         public var smtpUTF8: Bool
         public var ret: DSNReturn?
         public var envelopeID: String?
+        /// `REQUIRETLS` (RFC 8689 §3): sent only under TLS to a server that offers it.
+        public var requireTLS: Bool
 
         public init(
             sender: String, recipients: [Recipient], size: Int, eightBit: Bool = false, smtpUTF8: Bool = false,
-            ret: DSNReturn? = nil, envelopeID: String? = nil
+            ret: DSNReturn? = nil, envelopeID: String? = nil, requireTLS: Bool = false
         ) {
             self.sender = sender
             self.recipients = recipients
@@ -69,6 +71,7 @@ public struct SMTPClientSession: Sendable {
             self.smtpUTF8 = smtpUTF8
             self.ret = ret
             self.envelopeID = envelopeID
+            self.requireTLS = requireTLS
         }
     }
 
@@ -370,6 +373,13 @@ public struct SMTPClientSession: Sendable {
             return SMTPReply(
                 553, EnhancedStatusCode(5, 6, 7), "the envelope has UTF-8 addresses and the server lacks SMTPUTF8")
         }
+        // RFC 8689 §4.2.1: a REQUIRETLS message never goes out in plaintext, nor to a server
+        // that would not keep the requirement.
+        if envelope.requireTLS, !(tlsActive && capabilities.offers("REQUIRETLS")) {
+            return SMTPReply(
+                550, EnhancedStatusCode(5, 7, 30),
+                tlsActive ? "REQUIRETLS support required: the server lacks REQUIRETLS" : "REQUIRETLS needs TLS")
+        }
         return nil
     }
 
@@ -378,6 +388,7 @@ public struct SMTPClientSession: Sendable {
         if capabilities.offers("SIZE") { command += " SIZE=\(envelope.size)" }
         if envelope.eightBit, capabilities.eightBitMIME { command += " BODY=8BITMIME" }
         if envelope.smtpUTF8, capabilities.smtpUTF8 { command += " SMTPUTF8" }
+        if envelope.requireTLS { command += " REQUIRETLS" }
         if capabilities.dsn {
             if let ret = envelope.ret { command += " RET=\(ret.rawValue)" }
             if let envelopeID = envelope.envelopeID { command += " ENVID=\(XText.encode(envelopeID))" }

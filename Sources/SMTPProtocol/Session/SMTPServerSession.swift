@@ -218,6 +218,7 @@ public struct SMTPServerSession: Sendable {
         lines.append("CHUNKING")
         lines.append("DSN")
         if configuration.tlsAvailable && !tlsActive { lines.append("STARTTLS") }
+        if tlsActive { lines.append("REQUIRETLS") }
         if authOffered { lines.append("AUTH " + configuration.authMechanisms.joined(separator: " ")) }
         // RFC 2034: the EHLO response carries no enhanced status codes.
         return .send(SMTPReply(250, nil, lines: lines))
@@ -252,6 +253,10 @@ public struct SMTPServerSession: Sendable {
         if !extended && parameters != MailParameters() {
             // RFC 1869 §6: parameters need EHLO.
             return fail(SMTPReply(555, EnhancedStatusCode(5, 5, 4), "Parameters need EHLO"))
+        }
+        // RFC 8689 §2: REQUIRETLS is offered, and so may be used, only under TLS.
+        if parameters.requireTLS && !tlsActive {
+            return fail(SMTPReply(555, EnhancedStatusCode(5, 5, 4), "REQUIRETLS needs TLS: say STARTTLS first"))
         }
         // RFC 6531 §3.6.5: a non-ASCII address without SMTPUTF8.
         if let mailbox = sender.mailbox, mailbox.requiresSMTPUTF8, !parameters.smtpUTF8 {

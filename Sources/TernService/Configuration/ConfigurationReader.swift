@@ -99,7 +99,7 @@ struct ConfigurationReader {
             document, path: "",
             allowed: [
                 "hostname", "data_dir", "listen", "limits", "relay", "tls", "auth", "domains", "delivery", "dns",
-                "checks", "dkim",
+                "checks", "dkim", "tls_policy", "mta_sts", "dane",
             ])
         var hostname: String?
         if let value = string(document, "", "hostname") {
@@ -120,6 +120,7 @@ struct ConfigurationReader {
         if let table = section(document, "tls") { configuration.tls = readTLS(table) }
         if let table = section(document, "auth") { configuration.auth = readAuth(table) }
         if let table = section(document, "delivery") { configuration.delivery = readDelivery(table) }
+        configuration.outboundTLS = readOutboundTLS(document, delivery: document["delivery"]?.table)
         if let table = section(document, "dns") { configuration.dns = readDNS(table) }
         if let table = section(document, "checks") { configuration.checks = readChecks(table) }
         configuration.domains = readDomains(document, passwdFile: configuration.auth.passwdFile != nil)
@@ -278,6 +279,7 @@ struct ConfigurationReader {
             allowed: [
                 "local", "remote_port", "relayhost", "retry", "max_queue_time", "delay_warning", "connect_timeout",
                 "command_timeout", "data_timeout", "destination_concurrency", "concurrency", "starttls", "postmaster",
+                "tls_ca_file",
             ])
         if let text = string(table, "delivery", "local"), let local = localDelivery(text) {
             delivery.local = local

@@ -21,6 +21,8 @@ public struct TernConfiguration: Sendable, Hashable {
     /// `[[domains]]`: the domains Tern is final destination for, names in lower case.
     public var domains: [LocalDomain] = []
     public var delivery = Delivery()
+    /// `[tls_policy]`, `[mta_sts]`, `[dane]`, `[delivery] tls_ca_file`: see OutboundTLSConfiguration.swift.
+    public var outboundTLS = OutboundTLS()
     public var dns = DNS()
     public var checks = Checks()
     /// `[[dkim]]`: the keys Tern signs with.
