@@ -67,6 +67,7 @@ public enum QueueAdministration {
         if let client = message.envelope.clientAddress { output += "client: \(client)\n" }
         if let helo = message.envelope.heloName { output += "helo: \(helo)\n" }
         if let user = message.envelope.authenticatedUser { output += "authenticated: \(user)\n" }
+        if message.envelope.requireTLS { output += "requiretls: yes (RFC 8689)\n" }
         for recipient in listing.recipients {
             output += "recipient: <\(recipient.address)> \(recipient.status) attempts=\(recipient.attempts)"
             if let next = recipient.next_attempt { output += " next=\(next)" }

@@ -364,3 +364,25 @@ def test_tern_user_add_and_passwd_take_effect_at_once():
             pass
         client.quit()
         assert_no_password_in_log(tern, "first password", "second password")
+
+
+def test_requiretls_is_offered_and_taken_only_under_tls():
+    with SubmissionTern() as tern:
+        client = smtplib.SMTP("127.0.0.1", tern.port, timeout=10)
+        client.ehlo("client.test")
+        assert "requiretls" not in client.esmtp_features
+        code, text = client.docmd("MAIL", "FROM:<someone@far.test> REQUIRETLS")
+        assert code == 555, (code, text)
+        client.quit()
+        client = starttls(tern.submission_port)
+        assert "requiretls" in client.esmtp_features, client.esmtp_features
+        client.login("alice@example.test", PASSWORD)
+        code, text = client.docmd("MAIL", "FROM:<alice@example.test> REQUIRETLS")
+        assert code == 250, (code, text)
+        assert client.docmd("RCPT", "TO:<friend@elsewhere.test>")[0] == 250
+        code, text = client.data(b"Subject: sealed\r\n\r\nonly over TLS\r\n")
+        assert code == 250, (code, text)
+        client.quit()
+        queue_id = text.decode().split()[-1]
+        shown = tern.tern("queue", "show", queue_id).stdout.decode()
+        assert "requiretls: yes" in shown and "authenticated: alice@example.test" in shown, shown
