@@ -310,7 +310,8 @@ public final class DeliveryScheduler: Sendable {
         let envelope = message.envelope
         let transport = self.transport
         // RFC 8689 §3: with REQUIRETLS in the envelope the header field is ignored.
-        let tlsOptional = envelope.requireTLS ? false : await saysTLSNotRequired(message)
+        let readsTLSOptional: (@Sendable () async -> Bool)? =
+            envelope.requireTLS ? nil : { @Sendable in await Self.saysTLSNotRequired(content) }
         return await withTaskGroup(of: [(index: Int, outcome: DeliveryOutcome)].self) { group in
             for (domain, indices) in groups {
                 let recipients = indices.map { envelope.recipients[$0] }
@@ -323,7 +324,7 @@ public final class DeliveryScheduler: Sendable {
                             && !([envelope.sender] + recipients.map(\.address)).allSatisfy(Self.isASCII),
                         ret: envelope.dsnReturn.flatMap(DSNReturn.init(rawValue:)), envelopeID: envelope.envelopeID,
                         requireTLS: envelope.requireTLS),
-                    content: content, tlsOptional: tlsOptional)
+                    content: content, readsTLSOptional: readsTLSOptional)
                 group.addTask {
                     let outcomes = await transport.deliver(outbound, domain: domain)
                     return Array(zip(indices, outcomes)).map { (index: $0.0, outcome: $0.1) }
@@ -347,9 +348,11 @@ public final class DeliveryScheduler: Sendable {
 
     /// The header section says `TLS-Required: No` (RFC 8689 §5). Only its first 64 KiB are read:
     /// a field further down is past any sane header section.
-    private func saysTLSNotRequired(_ message: QueuedMessage) async -> Bool {
+    private static func saysTLSNotRequired(
+        _ content: @Sendable () async throws -> MessageContentReader
+    ) async -> Bool {
         do {
-            let next = try await contentReader(message.id)()
+            let next = try await content()
             var header: [UInt8] = []
             while header.count < 64 * 1024, let chunk = try await next() {
                 header += chunk.readableBytesView

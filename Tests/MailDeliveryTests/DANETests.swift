@@ -7,19 +7,11 @@ import Testing
 /// A self-signed P-256 certificate for mx.dane.test, valid until 2126, and what openssl says
 /// of it (`openssl x509 -pubkey | openssl pkey -pubin -outform DER | openssl dgst`).
 enum DANEFixture {
-    static let pem = """
-        -----BEGIN CERTIFICATE-----
-        MIIBnjCCAUSgAwIBAgIUdTW0dyOt+iYyNYJLxIQAir7lil4wCgYIKoZIzj0EAwIw
-        FzEVMBMGA1UEAwwMbXguZGFuZS50ZXN0MCAXDTI2MTEyMzE3NTY1N1oYDzIxMjYx
-        MDMwMTc1NjU3WjAXMRUwEwYDVQQDDAxteC5kYW5lLnRlc3QwWTATBgcqhkjOPQIB
-        BggqhkjOPQMBBwNCAAQueWQRiR2WWOBwtDDfqQltl2tr/l8284l6GMjBXnw9p5Wx
-        oSxmJn83TZ9oj5L9n9OIR2cZ7fJsck4y70Mijqs/o2wwajAdBgNVHQ4EFgQUtrhV
-        XURsdU+e6ZSa4KBeGXawXg4wHwYDVR0jBBgwFoAUtrhVXURsdU+e6ZSa4KBeGXaw
-        Xg4wDwYDVR0TAQH/BAUwAwEB/zAXBgNVHREEEDAOggxteC5kYW5lLnRlc3QwCgYI
-        KoZIzj0EAwIDSAAwRQIgD3IWUOwhYEdAdBR2IVJjKU7QhB2otErtaQaq0/zDBRwC
-        IQCTmLUdVOm8ik8kzfrnIbJwoZ9pR4JdB4GUfqzVFoA/TA==
-        -----END CERTIFICATE-----
-        """
+    /// Shared with TernServiceTests through the file (test targets share no code).
+    static let pem = try! String(
+        contentsOfFile: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../Fixtures/dane-self-signed.pem").path,
+        encoding: .utf8)
     static let spki = hex(
         "3059301306072a8648ce3d020106082a8648ce3d030107034200042e796411891d9658e070b430dfa9096d976b6bfe5f36f3897a18c8c15e7c3da795b1a12c66267f374d9f688f92fd9fd388476719edf26c724e32ef43228eab3f"
     )

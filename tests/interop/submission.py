@@ -93,6 +93,14 @@ def file_fingerprint(path):
     return hashlib.sha256(der).hexdigest()
 
 
+def assert_login_refused(client, user, password, why):
+    try:
+        client.login(user, password)
+    except smtplib.SMTPAuthenticationError as error:
+        return error
+    raise AssertionError(why)
+
+
 def assert_no_password_in_log(tern, *passwords):
     log = tern.read_log()
     for password in passwords:
@@ -218,11 +226,8 @@ def test_wrong_passwords_are_refused_then_shut_out():
     with SubmissionTern(auth_extra="max_failures_per_ip = 4\nmax_failures_per_session = 3") as tern:
         client = starttls(tern.submission_port)
         # smtplib's login() tries PLAIN and then LOGIN: two failures.
-        try:
-            client.login("alice@example.test", "guess-one")
-            raise AssertionError("a wrong password was accepted")
-        except smtplib.SMTPAuthenticationError as error:
-            assert error.smtp_code == 535 and b"5.7.8" in error.smtp_error, error
+        error = assert_login_refused(client, "alice@example.test", "guess-one", "a wrong password was accepted")
+        assert error.smtp_code == 535 and b"5.7.8" in error.smtp_error, error
         # The session's third failure ends it.
         code, text = client.docmd("AUTH", "PLAIN " + plain("alice@example.test", "guess-two"))
         assert code == 421 and b"4.7.0" in text, (code, text)
@@ -343,11 +348,7 @@ def test_tern_user_add_and_passwd_take_effect_at_once():
         tern.tern("user", "passwd", "--scheme", "BLF-CRYPT", "dave@example.test", stdin=b"second password\n")
         assert "{BLF-CRYPT}$2y$" in open(os.path.join(tern.folder, "users.passwd")).read()
         client = starttls(tern.submission_port)
-        try:
-            client.login("dave@example.test", "first password")
-            raise AssertionError("the old password still works")
-        except smtplib.SMTPAuthenticationError:
-            pass
+        assert_login_refused(client, "dave@example.test", "first password", "the old password still works")
         client.login("dave@example.test", "second password")
         client.quit()
         # A user of the passwd file in a local domain has a mailbox.
@@ -357,11 +358,7 @@ def test_tern_user_add_and_passwd_take_effect_at_once():
         tern.wait_for_maildir("dave", 1)
         tern.tern("user", "delete", "dave@example.test")
         client = starttls(tern.submission_port)
-        try:
-            client.login("dave@example.test", "second password")
-            raise AssertionError("a deleted user logged in")
-        except smtplib.SMTPAuthenticationError:
-            pass
+        assert_login_refused(client, "dave@example.test", "second password", "a deleted user logged in")
         client.quit()
         assert_no_password_in_log(tern, "first password", "second password")
 

@@ -85,14 +85,18 @@ public struct OutboundMessage: Sendable {
     /// The header says `TLS-Required: No` (RFC 8689 §5): TLS policy failures are ignored, unless
     /// the envelope asks for REQUIRETLS, which wins (§3).
     public var tlsOptional: Bool
+    /// Reads the header to learn `tlsOptional`, asked only when a TLS policy could be enforced
+    /// for this delivery: most deliveries are opportunistic either way and need not read it.
+    public var readsTLSOptional: (@Sendable () async -> Bool)?
 
     public init(
         envelope: SMTPClientSession.Envelope, content: @escaping @Sendable () async throws -> MessageContentReader,
-        tlsOptional: Bool = false
+        tlsOptional: Bool = false, readsTLSOptional: (@Sendable () async -> Bool)? = nil
     ) {
         self.envelope = envelope
         self.content = content
         self.tlsOptional = tlsOptional
+        self.readsTLSOptional = readsTLSOptional
     }
 
     /// What the message asks of TLS.
@@ -250,6 +254,14 @@ public final class RemoteDelivery: RemoteTransport {
             !domain.hasPrefix("[")
         {
             decision.mtaSTS = await mtaSTS.policy(for: MXRouter.normalized(domain))
+        }
+        // `TLS-Required: No` only matters where something could be enforced: a stricter
+        // `[tls_policy]`, an MTA-STS policy, or DANE on a DNSSEC-validated route.
+        let enforceable =
+            (configured.map { [.encrypt, .verify, .dane].contains($0) } ?? false) || decision.mtaSTS != nil
+            || (settings.tls.dane && route.mxAuthenticated)
+        if decision.demand == .policy, enforceable, let reads = message.readsTLSOptional, await reads() {
+            decision.demand = .optional
         }
         return decision
     }

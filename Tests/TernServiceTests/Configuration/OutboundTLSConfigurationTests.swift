@@ -1,3 +1,4 @@
+import Foundation
 import MailDelivery
 import Testing
 
@@ -92,18 +93,8 @@ import Testing
 
 /// A certificate for the CA-file tests (the one of MailDeliveryTests' DANE fixture).
 enum DANEFixturePEM {
-    static let text = """
-        -----BEGIN CERTIFICATE-----
-        MIIBnjCCAUSgAwIBAgIUdTW0dyOt+iYyNYJLxIQAir7lil4wCgYIKoZIzj0EAwIw
-        FzEVMBMGA1UEAwwMbXguZGFuZS50ZXN0MCAXDTI2MTEyMzE3NTY1N1oYDzIxMjYx
-        MDMwMTc1NjU3WjAXMRUwEwYDVQQDDAxteC5kYW5lLnRlc3QwWTATBgcqhkjOPQIB
-        BggqhkjOPQMBBwNCAAQueWQRiR2WWOBwtDDfqQltl2tr/l8284l6GMjBXnw9p5Wx
-        oSxmJn83TZ9oj5L9n9OIR2cZ7fJsck4y70Mijqs/o2wwajAdBgNVHQ4EFgQUtrhV
-        XURsdU+e6ZSa4KBeGXawXg4wHwYDVR0jBBgwFoAUtrhVXURsdU+e6ZSa4KBeGXaw
-        Xg4wDwYDVR0TAQH/BAUwAwEB/zAXBgNVHREEEDAOggxteC5kYW5lLnRlc3QwCgYI
-        KoZIzj0EAwIDSAAwRQIgD3IWUOwhYEdAdBR2IVJjKU7QhB2otErtaQaq0/zDBRwC
-        IQCTmLUdVOm8ik8kzfrnIbJwoZ9pR4JdB4GUfqzVFoA/TA==
-        -----END CERTIFICATE-----
-
-        """
+    static let text = try! String(
+        contentsOfFile: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../Fixtures/dane-self-signed.pem").path,
+        encoding: .utf8)
 }
