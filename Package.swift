@@ -53,6 +53,8 @@ let package = Package(
         ),
         // libxcrypt's crypt(3): the password hashes of Dovecot's passwd-file (SHA-crypt, bcrypt).
         .systemLibrary(name: "CCrypt"),
+        // zlib's deflate: TLS-RPT reports travel gzipped (RFC 8460 §5.1).
+        .systemLibrary(name: "CZlib"),
         .target(
             name: "MailPolicy",
             dependencies: [
@@ -64,7 +66,7 @@ let package = Package(
         .target(
             name: "MailDelivery",
             dependencies: [
-                "SMTPProtocol", "MailMessage", "DNSClient", "MailQueue", "MailPolicy",
+                "SMTPProtocol", "MailMessage", "DNSClient", "MailQueue", "MailPolicy", "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

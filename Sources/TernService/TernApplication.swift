@@ -57,11 +57,31 @@ public enum TernApplication {
         let servers = configuration.dns.servers?.map { "[\($0.host)]:\($0.port)" } ?? StubResolver.systemServers()
         let resolver = try StubResolver(servers: servers, timeout: .seconds(2), attempts: 2, cache: DNSCache())
         let deliveryLogger = logger.component("delivery")
+        let reporting = configuration.outboundTLS.tlsReporting
+        let tlsResults =
+            reporting.enabled
+            ? TLSReportStore(
+                directory: "\(dataDirectory)/tls-rpt", period: Int(reporting.period.components.seconds),
+                logger: logger.component("tls-rpt"))
+            : nil
+        let deliverySettings = configuration.deliverySettings(dataDirectory: dataDirectory)
         let scheduler = DeliveryScheduler(
-            settings: configuration.deliverySettings(dataDirectory: dataDirectory), queue: queue,
-            directory: directory,
-            transport: try configuration.remoteDelivery(resolver: resolver, logger: deliveryLogger),
+            settings: deliverySettings, queue: queue, directory: directory,
+            transport: try configuration.remoteDelivery(
+                resolver: resolver, logger: deliveryLogger, tlsResults: tlsResults),
             threadPool: threadPool, logger: deliveryLogger)
+        let reporter = try tlsResults.map { store in
+            TLSReporter(
+                settings: TLSReporter.Settings(
+                    organization: reporting.organization ?? configuration.hostname,
+                    contact: reporting.contact ?? deliverySettings.postmaster, submitter: configuration.hostname,
+                    from: "noreply-tls-reports@\(configuration.hostname)"),
+                store: store, resolver: resolver,
+                uploader: try TLSReportUploader(
+                    resolver: resolver, group: MultiThreadedEventLoopGroup.singleton, defaultPort: reporting.httpsPort,
+                    timeout: TimeAmount(reporting.uploadTimeout), extraTrustFile: configuration.outboundTLS.caFile),
+                scheduler: scheduler, logger: logger.component("tls-rpt"))
+        }
 
         let server = SMTPServer(
             settings: configuration.smtpServerSettings, policy: policy, senderPolicy: senderPolicy, tls: tls,
@@ -73,7 +93,7 @@ public enum TernApplication {
         let controlPath = ControlSocket.path(dataDirectory: dataDirectory)
         let hostname = configuration.hostname
         let maxMessageSize = configuration.limits.maxMessageSize
-        let services: [any Service] = [
+        var services: [any Service] = [
             TaskService { await scheduler.run() },
             TaskService {
                 try await ControlSocket.serve(
@@ -85,6 +105,11 @@ public enum TernApplication {
                 await reloadOnHangup(tls: tls, users: users, logger: logger.component("service"))
             },
         ]
+        if let reporter {
+            // After delivery in the list, so that it stops first and its last save is before the
+            // queue closes.
+            services.insert(TaskService { await reporter.run() }, at: 1)
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
@@ -192,7 +217,9 @@ extension TernConfiguration {
     /// known by its hostname and by the addresses it listens on at that port. Certificates are
     /// checked against the system's roots and `tls_ca_file`, loaded once here; MTA-STS policies
     /// are cached under `<data_dir>/mta-sts`.
-    func remoteDelivery(resolver: any DNSClient.Resolver, logger: Logger) throws -> RemoteDelivery {
+    func remoteDelivery(
+        resolver: any DNSClient.Resolver, logger: Logger, tlsResults: (any TLSResultRecorder)? = nil
+    ) throws -> RemoteDelivery {
         let listening = listen.smtp + listen.submission + listen.submissions
         let router = MXRouter(
             resolver: resolver, port: delivery.remotePort, relayhost: delivery.relayhost,
@@ -221,7 +248,8 @@ extension TernConfiguration {
                 tls: OutboundTLSSettings(
                     policies: outboundTLS.policies, dane: outboundTLS.dane,
                     verifier: CertificateVerifier(anchors: anchors))),
-            router: router, group: MultiThreadedEventLoopGroup.singleton, logger: logger, mtaSTS: mtaSTS)
+            router: router, group: MultiThreadedEventLoopGroup.singleton, logger: logger, mtaSTS: mtaSTS,
+            tlsResults: tlsResults)
     }
 }
 

@@ -101,6 +101,22 @@ private let testingText = "version: STSv1\nmode: testing\nmx: mx.example.com\nma
         #expect(await policies.policy(for: "../etc") == nil)
     }
 
+    /// What TLS-RPT reports about a policy announced but not had (RFC 8460 §4.3.2.2).
+    @Test func aPolicyThatCannotBeHadIsRememberedForTLSReports() async {
+        let resolver = TXTResolver()
+        let source = PolicySource()
+        let policies = store(resolver, source, Clock())
+        resolver.answers.withLock { $0["_mta-sts.example.com"] = ["v=STSv1; id=one"] }
+        #expect(await policies.policy(for: "example.com") == nil)
+        #expect(await policies.lookupFailure(for: "example.com")?.type == .stsPolicyFetchError)
+        source.texts.withLock { $0["example.com"] = "version: STSv1\nmode: enforce\nmax_age: 3600\n" }
+        #expect(await policies.policy(for: "example.com") == nil)
+        #expect(await policies.lookupFailure(for: "example.com")?.type == .stsPolicyInvalid)
+        source.texts.withLock { $0["example.com"] = enforceText }
+        #expect(await policies.policy(for: "example.com") != nil)
+        #expect(await policies.lookupFailure(for: "example.com") == nil)
+    }
+
     @Test func aRestartedStoreReadsTheCacheFromDisk() async throws {
         let directory = NSTemporaryDirectory() + "mta-sts-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: directory) }

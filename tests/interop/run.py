@@ -6,7 +6,8 @@
 Each `test_*` function is one test; they run in order and the script exits non-zero when any
 fails. Peers: swaks, Python's smtplib, tern sendmail and the queue tools, dnsmasq, a tmpfs
 that fills up, and kill -9 under concurrent load; outbound TLS (outbound_tls.py): a test CA,
-STARTTLS peers, a DNS server with TLSA and the AD bit, an MTA-STS policy server.
+STARTTLS peers, a DNS server with TLSA and the AD bit, an MTA-STS policy server; TLS
+reporting (tls_rpt.py): report mailbox and HTTPS collector.
 """
 
 import argparse
@@ -790,8 +791,9 @@ def main():
     import outbound_tls
     import postfix
     import submission
+    import tls_rpt
     found = dict(globals())
-    for module in (postfix, dovecot, submission, outbound_tls):
+    for module in (postfix, dovecot, submission, outbound_tls, tls_rpt):
         found.update({name: f for name, f in vars(module).items() if name.startswith("test_")})
     tests = [(name, f) for name, f in found.items() if name.startswith("test_") and args.k in name]
     failures = []

@@ -187,12 +187,14 @@ public final class RemoteDelivery: RemoteTransport {
     private let plaintextOnly = Mutex<[String: NIODeadline]>([:])
     private let verifier: CertificateVerifier
     private let mtaSTS: MTASTSPolicyStore?
+    private let tlsResults: (any TLSResultRecorder)?
 
-    /// `mtaSTS` is nil when MTA-STS is off.
+    /// `mtaSTS` is nil when MTA-STS is off, `tlsResults` when TLS-RPT is.
     public init(
         settings: Settings, router: MXRouter, group: any EventLoopGroup, logger: Logger,
-        mtaSTS: MTASTSPolicyStore? = nil
+        mtaSTS: MTASTSPolicyStore? = nil, tlsResults: (any TLSResultRecorder)? = nil
     ) {
+        self.tlsResults = tlsResults
         self.settings = settings
         self.router = router
         self.group = group
@@ -227,6 +229,17 @@ public final class RemoteDelivery: RemoteTransport {
         }
         let key = router.relayhost.map { "relayhost \($0)" } ?? domain
         let policy = await tlsPolicy(for: message, domain: domain, route: route)
+        if let tlsResults, policy.mtaSTS == nil, policy.demand != .optional, policy.configured == nil,
+            router.relayhost == nil, let mtaSTS,
+            let failure = await mtaSTS.lookupFailure(for: MXRouter.normalized(domain))
+        {
+            // RFC 8460 §4.3.2.2: the domain announces a policy Tern could not get.
+            let name = MXRouter.normalized(domain)
+            tlsResults.record(
+                TLSSessionResult(
+                    domain: name, policy: TLSRPTPolicy(type: .sts, domain: name), failure: failure.type,
+                    reason: failure.reason))
+        }
         await limiter.acquire(key)
         defer { limiter.release(key) }
         var outcomes: [DeliveryOutcome] = []
@@ -292,17 +305,35 @@ public final class RemoteDelivery: RemoteTransport {
         hosts: for host in route.hosts {
             guard tried < settings.addressLimit else { break hosts }
             let requirement: TLSRequirement
-            switch policy.decide(
-                host: host.name, tlsa: await tlsa(for: host, port: route.port, policy: policy, route: route))
-            {
+            let tlsa = await tlsa(for: host, port: route.port, policy: policy, route: route)
+            let reportDomain = MXRouter.normalized(policy.domain)
+            switch policy.decide(host: host.name, tlsa: tlsa) {
             case .connect(let decided):
                 requirement = decided
             case .skip(let reason, let status, let permanent):
+                if let tlsResults, router.relayhost == nil,
+                    let result = TLSResultMapping.skipped(
+                        host: host.name, status: status, decision: policy, tlsa: tlsa, domain: reportDomain)
+                {
+                    tlsResults.record(result)
+                }
                 lastProblem = reason
                 lastReply = SMTPReply(permanent ? 550 : 450, Self.statusCode(status), reason)
                 logger.info(
                     "host skipped", metadata: ["event": "host_failed", "relay": "\(host.name)", "reason": "\(reason)"])
                 continue
+            }
+            let reportPolicy =
+                router.relayhost == nil
+                ? TLSResultMapping.policy(requirement: requirement, decision: policy, tlsa: tlsa, domain: reportDomain)
+                : nil
+            // One TLS-RPT session result for this exchanger (RFC 8460 §4.3).
+            func report(_ failure: TLSRPTResultType?, localIP: String?, address: String, reason: String? = nil) {
+                guard let tlsResults, let reportPolicy else { return }
+                tlsResults.record(
+                    TLSSessionResult(
+                        domain: reportDomain, policy: reportPolicy, failure: failure, sendingIP: localIP,
+                        mxHost: host.name, receivingIP: address, reason: reason))
             }
             for address in host.addresses {
                 guard tried < settings.addressLimit else { break hosts }
@@ -313,10 +344,33 @@ public final class RemoteDelivery: RemoteTransport {
                     continue
                 }
                 let client: SMTPClientConnection
-                switch await connection(to: socketAddress, hostName: host.name, requirement: requirement) {
+                let opened = await connection(to: socketAddress, hostName: host.name, requirement: requirement) {
+                    failure in
+                    // The handshake of opportunistic TLS failed; a plaintext attempt follows.
+                    report(
+                        TLSResultMapping.failure(
+                            requirement: requirement, tlsEstablished: false, startTLSMissing: false,
+                            verdict: failure.verdict), localIP: failure.localIP, address: address.description)
+                }
+                switch opened {
                 case .success(let opened):
                     client = opened
+                    // A new session, not one from the cache, that tried STARTTLS.
+                    if opened.transactions == 0, opened.triesTLS {
+                        report(
+                            TLSResultMapping.failure(
+                                requirement: requirement, tlsEstablished: opened.tls != nil,
+                                startTLSMissing: opened.tls == nil, verdict: opened.certificate),
+                            localIP: opened.localIP, address: address.description)
+                    }
                 case .failure(let failure):
+                    if failure.tlsFailed || failure.startTLSMissing {
+                        report(
+                            TLSResultMapping.failure(
+                                requirement: requirement, tlsEstablished: false,
+                                startTLSMissing: failure.startTLSMissing, verdict: failure.verdict),
+                            localIP: failure.localIP, address: address.description)
+                    }
                     lastProblem = failure.description
                     lastReply = failure.reply
                     logger.info(
@@ -403,7 +457,8 @@ public final class RemoteDelivery: RemoteTransport {
     /// handshake is retried once in plaintext, as opportunistic TLS allows (RFC 7435 §3), and
     /// the address gets plaintext for an hour; when it is required, never.
     private func connection(
-        to address: SocketAddress, hostName: String, requirement: TLSRequirement
+        to address: SocketAddress, hostName: String, requirement: TLSRequirement,
+        fallingBack: (SMTPClientConnection.OpenFailure) -> Void
     ) async -> Result<SMTPClientConnection, SMTPClientConnection.OpenFailure> {
         let key = Self.cacheKey(address, hostName, requirement)
         if let cached = checkOut(key) { return .success(cached) }
@@ -425,6 +480,7 @@ public final class RemoteDelivery: RemoteTransport {
         guard case .failure(let failure) = result, failure.tlsFailed, !plaintext, !requirement.isMandatory else {
             return result
         }
+        fallingBack(failure)
         logger.info(
             "TLS failed, trying plaintext",
             metadata: [

@@ -50,12 +50,18 @@ final class SMTPClientConnection: @unchecked Sendable {
     var idleSince = NIODeadline.now()
     /// Transactions run on this connection.
     private(set) var transactions = 0
+    /// STARTTLS was to be tried: a TLS context, and a requirement that is not `none`.
+    var triesTLS: Bool { tlsContext != nil && session.configuration.startTLS }
+    /// This side's address, for TLS-RPT's `sending-mta-ip`; read at connect, as a closed
+    /// channel no longer knows it.
+    let localIP: String?
 
     private init(
         connection: SMTPConnection, session: SMTPClientSession, timeouts: SMTPClientTimeouts,
         tlsContext: NIOSSLContext?, check: PeerCertificateCheck?
     ) {
         self.connection = connection
+        self.localIP = connection.channel.localAddress?.ipAddress
         self.session = session
         self.timeouts = timeouts
         self.tlsContext = tlsContext
@@ -68,6 +74,12 @@ final class SMTPClientConnection: @unchecked Sendable {
         var reply: SMTPReply?
         /// The TLS handshake failed: the same server may work without STARTTLS.
         var tlsFailed: Bool
+        /// TLS was required, and the server does not offer STARTTLS or refused it.
+        var startTLSMissing = false
+        /// The certificate's verdict, when the handshake got that far.
+        var verdict: CertificateVerdict?
+        /// The connection's local address, when there was a connection.
+        var localIP: String?
     }
 
     /// Connects, reads the greeting, says EHLO and upgrades to TLS when both sides can. With a
@@ -103,8 +115,10 @@ final class SMTPClientConnection: @unchecked Sendable {
             return .failure(
                 OpenFailure(
                     description: "host \(connection.peer) \(reason), but TLS is required (\(requirement.source))",
-                    reply: SMTPReply(450, EnhancedStatusCode(4, 7, 4), "TLS is required"), tlsFailed: false))
+                    reply: SMTPReply(450, EnhancedStatusCode(4, 7, 4), "TLS is required"), tlsFailed: false,
+                    startTLSMissing: true, localIP: client.localIP))
         case .fail(let failure):
+            let localIP = client.localIP
             connection.close()
             let tlsFailed: Bool
             if case .connection(let stage, _) = failure {
@@ -118,7 +132,7 @@ final class SMTPClientConnection: @unchecked Sendable {
                         description:
                             "host \(connection.peer): server certificate \(verdict) (\(requirement.source) requires a verified certificate)",
                         reply: SMTPReply(450, EnhancedStatusCode(4, 7, 5), "certificate verification failed"),
-                        tlsFailed: true))
+                        tlsFailed: true, verdict: verdict, localIP: localIP))
             }
             // A required TLS session that failed: 4.7.5 rather than an anonymous deferral.
             let reply =
@@ -126,7 +140,9 @@ final class SMTPClientConnection: @unchecked Sendable {
                 ?? (tlsFailed && requirement.isMandatory
                     ? SMTPReply(450, EnhancedStatusCode(4, 7, 5), "TLS handshake failed") : nil)
             return .failure(
-                OpenFailure(description: "host \(connection.peer) \(failure)", reply: reply, tlsFailed: tlsFailed))
+                OpenFailure(
+                    description: "host \(connection.peer) \(failure)", reply: reply, tlsFailed: tlsFailed,
+                    verdict: tlsFailed ? check?.verdict : nil, localIP: localIP))
         default:
             connection.close()
             return .failure(

@@ -31,6 +31,10 @@ public actor MTASTSPolicyStore {
     private var entries: [String: Entry] = [:]
     private var loaded: Set<String> = []
     private var lookups: [String: Task<MTASTSPolicy?, Never>] = [:]
+    /// Domains whose record announces a policy that could not be had, none being cached: for
+    /// TLS-RPT (RFC 8460 §4.3.2.2). Bounded: one entry per domain with a lookup under way or
+    /// recently failed, dropped at the next good lookup, and the whole table when it overflows.
+    private var failures: [String: (TLSRPTResultType, String)] = [:]
 
     public init(
         resolver: any DNSClient.Resolver, fetch: @escaping Fetch, directory: String?, logger: Logger,
@@ -54,7 +58,13 @@ public actor MTASTSPolicyStore {
         return policy
     }
 
+    /// Why the last lookup for `domain` found no policy although its TXT record announces one.
+    public func lookupFailure(for domain: String) -> (type: TLSRPTResultType, reason: String)? {
+        failures[domain].map { (type: $0.0, reason: $0.1) }
+    }
+
     private func lookUp(_ domain: String) async -> MTASTSPolicy? {
+        failures[domain] = nil
         let cached = cachedEntry(domain)
         let current = cached.flatMap { $0.expires > now() ? $0 : nil }
         let texts: [String]
@@ -80,9 +90,20 @@ public actor MTASTSPolicyStore {
         guard let record else { return current?.policy }
         if let current, current.id == record.id { return current.policy }
         let policy: MTASTSPolicy
+        var fetched = false
         do throws(TLSPolicyError) {
-            policy = try MTASTSPolicy.parse(try await fetch(domain))
+            let text = try await fetch(domain)
+            fetched = true
+            policy = try MTASTSPolicy.parse(text)
         } catch {
+            if current == nil {
+                if failures.count >= 10_000 { failures = [:] }
+                let type: TLSRPTResultType =
+                    fetched
+                    ? .stsPolicyInvalid
+                    : error.description.contains("CERTIFICATE_VERIFY_FAILED") ? .stsWebPKIInvalid : .stsPolicyFetchError
+                failures[domain] = (type, error.description)
+            }
             logger.info(
                 "MTA-STS policy fetch failed",
                 metadata: [
@@ -91,9 +112,9 @@ public actor MTASTSPolicyStore {
                 ])
             return current?.policy
         }
-        let fetched = now()
+        let fetchTime = now()
         let entry = Entry(
-            id: record.id, policy: policy, fetched: fetched, expires: fetched + TimeInterval(policy.maxAge))
+            id: record.id, policy: policy, fetched: fetchTime, expires: fetchTime + TimeInterval(policy.maxAge))
         entries[domain] = entry
         save(entry, for: domain)
         logger.info(

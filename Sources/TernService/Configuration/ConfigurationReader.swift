@@ -99,7 +99,7 @@ struct ConfigurationReader {
             document, path: "",
             allowed: [
                 "hostname", "data_dir", "listen", "limits", "relay", "tls", "auth", "domains", "delivery", "dns",
-                "checks", "dkim", "tls_policy", "mta_sts", "dane",
+                "checks", "dkim", "tls_policy", "mta_sts", "dane", "tls_rpt",
             ])
         var hostname: String?
         if let value = string(document, "", "hostname") {

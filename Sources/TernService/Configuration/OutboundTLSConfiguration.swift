@@ -19,6 +19,25 @@ extension TernConfiguration {
         public var mtaSTSPort = 443
         /// `[mta_sts] fetch_timeout`: the whole HTTPS exchange for one policy.
         public var mtaSTSFetchTimeout: Duration = .seconds(10)
+        public var tlsReporting = TLSReporting()
+
+        public init() {}
+    }
+
+    /// `[tls_rpt]`: SMTP TLS Reporting (RFC 8460) about outbound deliveries.
+    public struct TLSReporting: Sendable, Hashable {
+        /// `enabled`: record TLS results and send daily reports to domains that ask for them.
+        public var enabled = true
+        /// `organization`: the reports' `organization-name`; nil: the hostname.
+        public var organization: String?
+        /// `contact`: the reports' `contact-info`; nil: the postmaster address.
+        public var contact: String?
+        /// `period`: the report period, one day; tests make it seconds.
+        public var period: Duration = .seconds(86400)
+        /// `https_port`: the port of `https:` report URIs that name none (443).
+        public var httpsPort = 443
+        /// `upload_timeout`: the whole HTTPS exchange of one report.
+        public var uploadTimeout: Duration = .seconds(30)
 
         public init() {}
     }
@@ -54,11 +73,55 @@ extension ConfigurationReader {
                 outbound.mtaSTSFetchTimeout = value
             }
         }
+        if let table = section(document, "tls_rpt") { outbound.tlsReporting = readTLSReporting(table) }
         if let table = section(document, "dane") {
             checkKeys(table, path: "dane", allowed: ["enabled"])
             if let value = bool(table, "dane", "enabled") { outbound.dane = value }
         }
         return outbound
+    }
+
+    /// `[tls_rpt]`.
+    mutating func readTLSReporting(_ table: TOMLTable) -> TernConfiguration.TLSReporting {
+        var reporting = TernConfiguration.TLSReporting()
+        checkKeys(
+            table, path: "tls_rpt",
+            allowed: ["enabled", "organization", "contact", "period", "https_port", "upload_timeout"])
+        if let value = bool(table, "tls_rpt", "enabled") { reporting.enabled = value }
+        if let text = string(table, "tls_rpt", "organization") {
+            if text.isEmpty || text.count > 200 || text.unicodeScalars.contains(where: { $0.value < 0x20 }) {
+                problem("tls_rpt.organization", "must be a name of 1 to 200 printable characters")
+            } else {
+                reporting.organization = text
+            }
+        }
+        if let text = string(table, "tls_rpt", "contact") {
+            if DomainSyntax.isValidAddress(text) {
+                reporting.contact = text
+            } else {
+                problem("tls_rpt.contact", "\"\(text)\": expected an address such as tls-reports@example.org")
+            }
+        }
+        if let text = string(table, "tls_rpt", "period"), let value = positiveDuration(text, key: "tls_rpt.period") {
+            if value.components.seconds >= 1 {
+                reporting.period = value
+            } else {
+                problem("tls_rpt.period", "must be at least one second")
+            }
+        }
+        if let port = integer(table, "tls_rpt", "https_port") {
+            if (1...65535).contains(port) {
+                reporting.httpsPort = port
+            } else {
+                problem("tls_rpt.https_port", "must be a port number from 1 to 65535")
+            }
+        }
+        if let text = string(table, "tls_rpt", "upload_timeout"),
+            let value = positiveDuration(text, key: "tls_rpt.upload_timeout")
+        {
+            reporting.uploadTimeout = value
+        }
+        return reporting
     }
 
     /// `"example.com" = "verify"`, `".example.com" = "encrypt"` (every subdomain).

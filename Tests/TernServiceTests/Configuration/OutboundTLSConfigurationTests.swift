@@ -10,6 +10,25 @@ import Testing
         #expect(outbound.policies.isEmpty && outbound.caFile == nil)
         #expect(outbound.dane && outbound.mtaSTS && outbound.mtaSTSPort == 443)
         #expect(outbound.mtaSTSFetchTimeout == .seconds(10))
+        #expect(outbound.tlsReporting == TernConfiguration.TLSReporting())
+        #expect(outbound.tlsReporting.enabled && outbound.tlsReporting.period == .seconds(86400))
+    }
+
+    @Test func tlsReportingKeys() throws {
+        let reporting = try parsed(
+            """
+            [tls_rpt]
+            enabled = false
+            organization = "Example Mail"
+            contact = "tls-reports@example.org"
+            period = "5s"
+            https_port = 8443
+            upload_timeout = "7s"
+            """
+        ).outboundTLS.tlsReporting
+        #expect(!reporting.enabled && reporting.organization == "Example Mail")
+        #expect(reporting.contact == "tls-reports@example.org" && reporting.period == .seconds(5))
+        #expect(reporting.httpsPort == 8443 && reporting.uploadTimeout == .seconds(7))
     }
 
     @Test func everyKey() throws {
@@ -69,6 +88,18 @@ import Testing
         ("[mta_sts]\nenabled = \"yes\"\n", "line 2: mta_sts.enabled: expected true or false"),
         ("[mta_sts]\nport = 443\n", "line 2: mta_sts.port: unknown key"),
         ("[dane]\nenable = true\n", "line 2: dane.enable: unknown key"),
+        ("[tls_rpt]\nrua = \"x\"\n", "line 2: tls_rpt.rua: unknown key"),
+        ("[tls_rpt]\nhttps_port = 0\n", "line 2: tls_rpt.https_port: must be a port number from 1 to 65535"),
+        ("[tls_rpt]\nperiod = \"0s\"\n", "line 2: tls_rpt.period: must be longer than 0s"),
+        ("[tls_rpt]\nupload_timeout = \"0s\"\n", "line 2: tls_rpt.upload_timeout: must be longer than 0s"),
+        (
+            "[tls_rpt]\ncontact = \"nobody\"\n",
+            "line 2: tls_rpt.contact: \"nobody\": expected an address such as tls-reports@example.org"
+        ),
+        (
+            "[tls_rpt]\norganization = \"\"\n",
+            "line 2: tls_rpt.organization: must be a name of 1 to 200 printable characters"
+        ),
         (
             "[delivery]\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
             "line 2: delivery.tls_ca_file: cannot read /nonexistent/ca.pem: The file “ca.pem” couldn’t be opened because there is no such file in the directory."

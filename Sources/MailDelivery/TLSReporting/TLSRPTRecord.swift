@@ -1,0 +1,112 @@
+/// Where a domain wants its TLS reports: the `_smtp._tls.<domain>` TXT record (RFC 8460 §3).
+public struct TLSRPTRecord: Sendable, Hashable {
+    /// A report destination Tern can use.
+    public enum Destination: Sendable, Hashable, CustomStringConvertible {
+        /// `mailto:`: the report goes as a message (§5.3).
+        case mailto(String)
+        /// `https:`: the report is POSTed to this URL (§5.4).
+        case https(String)
+
+        public var description: String {
+            switch self {
+            case .mailto(let address): "mailto:\(address)"
+            case .https(let url): url
+            }
+        }
+    }
+
+    /// The `rua` URIs Tern can use, in the order written; others (another scheme) are skipped.
+    public var destinations: [Destination]
+
+    public init(destinations: [Destination]) {
+        self.destinations = destinations
+    }
+
+    /// The one record among `texts` (the TXT answer, one string per record) that begins with
+    /// `v=TLSRPTv1`; the others are someone else's. Two or more mean the domain has no TLS-RPT
+    /// policy (§3), as does one that is malformed (thrown, for the log).
+    public static func select(from texts: [String]) throws(TLSPolicyError) -> TLSRPTRecord? {
+        let candidates = texts.filter { text in
+            guard text.hasPrefix("v=TLSRPTv1") else { return false }
+            let rest = text.dropFirst("v=TLSRPTv1".count)
+            return rest.isEmpty || rest.first == ";" || rest.first == " " || rest.first == "\t"
+        }
+        guard let text = candidates.first else { return nil }
+        guard candidates.count == 1 else {
+            throw TLSPolicyError("\(candidates.count) TXT records begin with v=TLSRPTv1")
+        }
+        return try parse(text)
+    }
+
+    //  tlsrpt-record     = tlsrpt-version 1*(field-delim tlsrpt-field) [field-delim]
+    //  field-delim       = *WSP ";" *WSP
+    //  tlsrpt-field      = tlsrpt-rua / tlsrpt-extension
+    //  tlsrpt-version    = %s"v=TLSRPTv1"
+    //  tlsrpt-rua        = %s"rua=" tlsrpt-uri *(*WSP "," *WSP tlsrpt-uri)
+    //  tlsrpt-uri        = URI
+    //  tlsrpt-extension  = tlsrpt-ext-name "=" tlsrpt-ext-value
+    //  tlsrpt-ext-name   = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")
+    //  tlsrpt-ext-value  = 1*(%x21-3A / %x3C / %x3E-7E)
+    public static func parse(_ text: String) throws(TLSPolicyError) -> TLSRPTRecord {
+        let fields = text.split(separator: ";", omittingEmptySubsequences: false).map { $0.trimmingWhitespace() }
+        guard fields.first == "v=TLSRPTv1" else { throw TLSPolicyError("TXT record does not begin with v=TLSRPTv1") }
+        var uris: [Substring]?
+        for (position, field) in fields.enumerated().dropFirst() {
+            if field.isEmpty {
+                guard position == fields.count - 1 else { throw TLSPolicyError("empty field in TXT record") }
+                continue
+            }
+            guard let equals = field.firstIndex(of: "=") else {
+                throw TLSPolicyError("field \"\(field)\" has no \"=\"")
+            }
+            let name = field[..<equals]
+            let value = field[field.index(after: equals)...]
+            if name == "rua" {
+                guard uris == nil else { throw TLSPolicyError("TXT record has two rua fields") }
+                let list = value.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingWhitespace() }
+                guard list.allSatisfy({ !$0.isEmpty && !$0.contains(" ") && !$0.contains("\t") }) else {
+                    throw TLSPolicyError("rua \"\(value)\" is not a list of URIs")
+                }
+                uris = list
+            } else {
+                guard MTASTSRecord.isExtensionName(name), !value.isEmpty,
+                    value.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) && $0 != ";" && $0 != "=" })
+                else { throw TLSPolicyError("malformed field \"\(field)\" in TXT record") }
+            }
+        }
+        guard let uris else { throw TLSPolicyError("TXT record has no rua field") }
+        return TLSRPTRecord(destinations: uris.compactMap(destination))
+    }
+
+    /// `mailto:addr[?hfields]` (RFC 6068, `%xx` decoded) or `https://…`; nil for anything else.
+    static func destination(_ uri: Substring) -> Destination? {
+        let lower = uri.lowercased()
+        if lower.hasPrefix("mailto:") {
+            var address = uri.dropFirst("mailto:".count)
+            if let query = address.firstIndex(of: "?") { address = address[..<query] }
+            guard let decoded = percentDecoded(address), let at = decoded.lastIndex(of: "@"),
+                at != decoded.startIndex, decoded.index(after: at) != decoded.endIndex,
+                !decoded.contains(where: { $0 == "<" || $0 == ">" || $0 == " " || $0 == "," })
+            else { return nil }
+            return .mailto(decoded)
+        }
+        if lower.hasPrefix("https://"), uri.count > "https://".count { return .https(String(uri)) }
+        return nil
+    }
+
+    private static func percentDecoded(_ text: Substring) -> String? {
+        var bytes: [UInt8] = []
+        var iterator = Array(text.utf8).makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next(), let low = iterator.next(),
+                let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16)
+            else { return nil }
+            bytes.append(value)
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+}
