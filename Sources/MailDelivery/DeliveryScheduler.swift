@@ -3,6 +3,7 @@ import Logging
 import MailMessage
 import MailPolicy
 import MailQueue
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SMTPProtocol
@@ -310,8 +311,17 @@ public final class DeliveryScheduler: Sendable {
         let envelope = message.envelope
         let transport = self.transport
         // RFC 8689 §3: with REQUIRETLS in the envelope the header field is ignored.
+        // Read at most once, by whichever destination asks first.
+        let known = NIOLockedValueBox<Bool?>(nil)
         let readsTLSOptional: (@Sendable () async -> Bool)? =
-            envelope.requireTLS ? nil : { @Sendable in await Self.saysTLSNotRequired(content) }
+            envelope.requireTLS
+            ? nil
+            : { @Sendable in
+                if let value = known.withLockedValue({ $0 }) { return value }
+                let value = await Self.saysTLSNotRequired(content)
+                known.withLockedValue { $0 = value }
+                return value
+            }
         return await withTaskGroup(of: [(index: Int, outcome: DeliveryOutcome)].self) { group in
             for (domain, indices) in groups {
                 let recipients = indices.map { envelope.recipients[$0] }

@@ -229,8 +229,8 @@ public final class RemoteDelivery: RemoteTransport {
         }
         let key = router.relayhost.map { "relayhost \($0)" } ?? domain
         let policy = await tlsPolicy(for: message, domain: domain, route: route)
-        if let tlsResults, policy.mtaSTS == nil, policy.demand != .optional, policy.configured == nil,
-            router.relayhost == nil, let mtaSTS,
+        let tlsResults = await reportRecorder(for: message, policy: policy)
+        if let tlsResults, policy.mtaSTS == nil, policy.configured == nil, let mtaSTS,
             let failure = await mtaSTS.lookupFailure(for: MXRouter.normalized(domain))
         {
             // RFC 8460 §4.3.2.2: the domain announces a policy Tern could not get.
@@ -248,9 +248,21 @@ public final class RemoteDelivery: RemoteTransport {
             var part = message
             part.envelope.recipients = Array(
                 message.envelope.recipients[start..<min(start + chunk, part.envelope.recipients.count)])
-            outcomes += await deliver(part, route: route, policy: policy)
+            outcomes += await deliver(part, route: route, policy: policy, tlsResults: tlsResults)
         }
         return outcomes
+    }
+
+    /// Where this delivery's TLS results go (RFC 8460): nowhere through a relayhost, nor for a
+    /// message that is not bound by TLS policy because its header says `TLS-Required: No` —
+    /// among them Tern's own reports, which must not feed the next report (§3). The header is
+    /// read here only when results are recorded at all.
+    private func reportRecorder(
+        for message: OutboundMessage, policy: TLSPolicyDecision
+    ) async -> (any TLSResultRecorder)? {
+        guard let tlsResults, router.relayhost == nil, policy.demand != .optional else { return nil }
+        if policy.demand == .policy, let reads = message.readsTLSOptional, await reads() { return nil }
+        return tlsResults
     }
 
     /// The TLS policy of this delivery: `[tls_policy]` for the next hop (the relayhost, or the
@@ -296,8 +308,9 @@ public final class RemoteDelivery: RemoteTransport {
     }
 
     /// Every exchanger and address in turn, until each recipient is decided (RFC 5321 §5.1).
-    private func deliver(_ message: OutboundMessage, route: Route, policy: TLSPolicyDecision) async -> [DeliveryOutcome]
-    {
+    private func deliver(
+        _ message: OutboundMessage, route: Route, policy: TLSPolicyDecision, tlsResults: (any TLSResultRecorder)?
+    ) async -> [DeliveryOutcome] {
         var outcomes = [DeliveryOutcome?](repeating: nil, count: message.envelope.recipients.count)
         var lastProblem = route.problems.last ?? "no exchanger could be reached"
         var lastReply: SMTPReply?
@@ -311,7 +324,7 @@ public final class RemoteDelivery: RemoteTransport {
             case .connect(let decided):
                 requirement = decided
             case .skip(let reason, let status, let permanent):
-                if let tlsResults, router.relayhost == nil,
+                if let tlsResults,
                     let result = TLSResultMapping.skipped(
                         host: host.name, status: status, decision: policy, tlsa: tlsa, domain: reportDomain)
                 {
