@@ -9,26 +9,17 @@ import NIOSSL
 /// only a 2xx answer counts, redirects are not followed, the answer is read to at most 64 KiB,
 /// and the whole exchange has one deadline. A failure is the caller's to log; it is not retried.
 public struct TLSReportUploader: Sendable {
-    public var resolver: any DNSClient.Resolver
-    public var group: any EventLoopGroup
     /// For URLs without a port: 443; tests use another.
     public var defaultPort: Int
-    public var timeout: TimeAmount
-    private let tlsContext: NIOSSLContext
+    private let exchange: HTTPSExchange
 
     public init(
         resolver: any DNSClient.Resolver, group: any EventLoopGroup, defaultPort: Int = 443,
         timeout: TimeAmount = .seconds(30), extraTrustFile: String? = nil
     ) throws {
-        self.resolver = resolver
-        self.group = group
         self.defaultPort = defaultPort
-        self.timeout = timeout
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        configuration.certificateVerification = .fullVerification
-        configuration.minimumTLSVersion = .tlsv12
-        if let extraTrustFile { configuration.additionalTrustRoots = [.file(extraTrustFile)] }
-        self.tlsContext = try NIOSSLContext(configuration: configuration)
+        self.exchange = try HTTPSExchange(
+            resolver: resolver, group: group, timeout: timeout, extraTrustFile: extraTrustFile)
     }
 
     /// `https://host[:port][/path]` in parts; nil when it is not such a URL.
@@ -59,67 +50,13 @@ public struct TLSReportUploader: Sendable {
         guard let (host, port, path) = Self.parse(url, defaultPort: defaultPort) else {
             throw TLSPolicyError("\(url) is not an https URL Tern can use")
         }
-        var addresses: [String] = []
-        do throws(DNSError) {
-            addresses += try await resolver.a(host).value.map(\.description)
-        } catch {}
-        if addresses.isEmpty {
-            do throws(DNSError) {
-                addresses += try await resolver.aaaa(host).value.map(\.description)
-            } catch {
-                throw TLSPolicyError("cannot resolve \(host): \(error)")
-            }
-        }
-        guard let address = addresses.first else { throw TLSPolicyError("no address for \(host)") }
-        let socketAddress: SocketAddress
-        do {
-            socketAddress = try SocketAddress(ipAddress: address, port: port)
-        } catch {
-            throw TLSPolicyError("bad address \(address) for \(host)")
-        }
-        let eventLoop = group.next()
-        let promise = eventLoop.makePromise(of: Void.self)
-        let tlsContext = self.tlsContext
-        let timeout = self.timeout
-        let channel: any Channel
-        do {
-            channel = try await ClientBootstrap(group: eventLoop)
-                .connectTimeout(timeout)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let tls = try NIOSSLClientHandler(context: tlsContext, serverHostname: host)
-                        try channel.pipeline.syncOperations.addHandler(tls)
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        try channel.pipeline.syncOperations.addHandler(UploadResponseReader(promise: promise))
-                    }
-                }
-                .connect(to: socketAddress).get()
-        } catch {
-            throw TLSPolicyError("connect to \(host)[\(address)]:\(port): \(error)")
-        }
-        let timer = eventLoop.scheduleTask(in: timeout) {
-            promise.fail(TLSPolicyError("no answer within \(timeout.nanoseconds / 1_000_000_000)s"))
-            channel.close(promise: nil)
-        }
-        promise.futureResult.whenComplete { _ in
-            timer.cancel()
-            channel.close(promise: nil)
+        guard let address = try await exchange.addresses(of: host).first else {
+            throw TLSPolicyError("no address for \(host)")
         }
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
-        head.headers.add(name: "Host", value: port == 443 ? host : "\(host):\(port)")
-        head.headers.add(name: "User-Agent", value: "Tern")
         head.headers.add(name: "Content-Type", value: "application/tlsrpt+gzip")
-        head.headers.add(name: "Content-Length", value: "\(body.count)")
-        head.headers.add(name: "Connection", value: "close")
-        channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil)
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-        do {
-            try await promise.futureResult.get()
-        } catch let error as TLSPolicyError {
-            throw error
-        } catch {
-            throw TLSPolicyError("\(error)")
+        try await exchange.send(host: host, address: address, port: port, head: head, body: body) { promise in
+            UploadResponseReader(promise: promise)
         }
     }
 }
