@@ -21,12 +21,11 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tern, free_port  # noqa: E402
-from peers import DNS, FakeSMTPServer  # noqa: E402
+from peers import DNS, FakeSMTPServer, HTTPSServer  # noqa: E402
 from run import delivery_report, outbound_delivery, submit  # noqa: E402
 
 
@@ -96,7 +95,7 @@ class PKI:
 
 # ---- the MTA-STS policy server --------------------------------------------------------------
 
-class PolicyServer:
+class PolicyServer(HTTPSServer):
     """HTTPS on 127.0.0.1:`port` serving /.well-known/mta-sts.txt by the request's Host name from
     `answers` ({host: answer}); an answer is a policy text, or a tuple (status, content type,
     body), or "hang" (never answer). `requests` lists the hosts asked for."""
@@ -127,21 +126,7 @@ class PolicyServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*certificate)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(certificate, Handler)
 
 
 def policy(mode, *mx, max_age=86400):

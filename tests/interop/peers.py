@@ -11,6 +11,7 @@ Only the Python standard library is used. `python3 tests/interop/peers.py` runs 
 """
 
 import dataclasses
+import http.server
 import socket
 import ssl
 import struct
@@ -464,6 +465,29 @@ class _Session:
 TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28, "OPT": 41, "TLSA": 52, "ANY": 255}
 TYPE_NAMES = {number: name for name, number in TYPES.items()}
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP = 0, 1, 2, 3, 4
+
+
+class HTTPSServer:
+    """An HTTPS server on 127.0.0.1 (an ephemeral port, `port`) answering with `handler`, a
+    BaseHTTPRequestHandler class, under `certificate` (certificate file, key file). A context
+    manager: serves on a thread from `with` to its end."""
+
+    def __init__(self, certificate, handler):
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*certificate)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def encode_name(name):

@@ -17,14 +17,12 @@ import http.server
 import json
 import os
 import re
-import ssl
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Tern, free_port  # noqa: E402
-from peers import DNS, FakeSMTPServer  # noqa: E402
+from peers import DNS, FakeSMTPServer, HTTPSServer  # noqa: E402
 from outbound_tls import PKI, PolicyServer, mta_sts_section, policy, sts_records, tls_delivery, wait_for_log  # noqa: E402
 from run import submit  # noqa: E402
 
@@ -51,7 +49,7 @@ def policies_by_type(report):
     return {p["policy"]["policy-type"]: p for p in report["policies"]}
 
 
-class ReportCollector:
+class ReportCollector(HTTPSServer):
     """HTTPS on 127.0.0.1:`port` taking POSTs; `posts` lists (path, headers, body)."""
 
     def __init__(self, certificate, status=200):
@@ -71,21 +69,7 @@ class ReportCollector:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*certificate)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(certificate, Handler)
 
     def wait_for(self, count, timeout=30.0):
         deadline = time.monotonic() + timeout

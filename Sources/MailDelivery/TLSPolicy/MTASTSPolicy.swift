@@ -22,13 +22,7 @@ public struct MTASTSRecord: Sendable, Hashable {
     /// `v=STSv1`. Records that do not are someone else's and are ignored; two or more, or one
     /// that is malformed, mean the domain has no usable policy (§3.1).
     public static func select(from texts: [String]) throws(TLSPolicyError) -> MTASTSRecord? {
-        let candidates = texts.filter { text in
-            guard text.hasPrefix("v=STSv1") else { return false }
-            let rest = text.dropFirst("v=STSv1".count)
-            return rest.isEmpty || rest.first == ";" || rest.first == " " || rest.first == "\t"
-        }
-        guard let text = candidates.first else { return nil }
-        guard candidates.count == 1 else { throw TLSPolicyError("\(candidates.count) TXT records begin with v=STSv1") }
+        guard let text = try TXTRecords.one(versioned: "v=STSv1", in: texts) else { return nil }
         return try parse(text)
     }
 
@@ -223,5 +217,23 @@ extension Substring {
         var text = self
         while let last = text.last, last == " " || last == "\t" { text.removeLast() }
         return text
+    }
+}
+
+/// The policy records of MTA-STS (RFC 8461 §3.1) and TLS-RPT (RFC 8460 §3) live in TXT answers
+/// beside unrelated records, and both are found the same way.
+enum TXTRecords {
+    /// The one text that begins with `version` (then nothing, `;` or whitespace); nil when
+    /// none does. Two or more mean the domain has no usable record: thrown, for the log.
+    static func one(versioned version: String, in texts: [String]) throws(TLSPolicyError) -> String? {
+        let candidates = texts.filter { text in
+            guard text.hasPrefix(version) else { return false }
+            let rest = text.dropFirst(version.count)
+            return rest.isEmpty || rest.first == ";" || rest.first == " " || rest.first == "\t"
+        }
+        guard candidates.count <= 1 else {
+            throw TLSPolicyError("\(candidates.count) TXT records begin with \(version)")
+        }
+        return candidates.first
     }
 }

@@ -26,15 +26,7 @@ public struct TLSRPTRecord: Sendable, Hashable {
     /// `v=TLSRPTv1`; the others are someone else's. Two or more mean the domain has no TLS-RPT
     /// policy (§3), as does one that is malformed (thrown, for the log).
     public static func select(from texts: [String]) throws(TLSPolicyError) -> TLSRPTRecord? {
-        let candidates = texts.filter { text in
-            guard text.hasPrefix("v=TLSRPTv1") else { return false }
-            let rest = text.dropFirst("v=TLSRPTv1".count)
-            return rest.isEmpty || rest.first == ";" || rest.first == " " || rest.first == "\t"
-        }
-        guard let text = candidates.first else { return nil }
-        guard candidates.count == 1 else {
-            throw TLSPolicyError("\(candidates.count) TXT records begin with v=TLSRPTv1")
-        }
+        guard let text = try TXTRecords.one(versioned: "v=TLSRPTv1", in: texts) else { return nil }
         return try parse(text)
     }
 
