@@ -35,33 +35,13 @@ public struct MTASTSRecord: Sendable, Hashable {
     //  sts-ext-name    = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")
     //  sts-ext-value   = 1*(%x21-3A / %x3C / %x3E-7E)
     public static func parse(_ text: String) throws(TLSPolicyError) -> MTASTSRecord {
-        let fields = text.split(separator: ";", omittingEmptySubsequences: false).map {
-            $0.trimmingWhitespace()
-        }
-        guard fields.first == "v=STSv1" else { throw TLSPolicyError("TXT record does not begin with v=STSv1") }
         var id: String?
-        for (position, field) in fields.enumerated().dropFirst() {
-            // A delimiter may end the record: only the last field may be empty.
-            if field.isEmpty {
-                guard position == fields.count - 1 else { throw TLSPolicyError("empty field in TXT record") }
-                continue
+        for (_, value) in try TXTRecords.fields(of: text, version: "v=STSv1", known: ["id"]) {
+            guard id == nil else { throw TLSPolicyError("TXT record has two ids") }
+            guard (1...32).contains(value.count), value.allSatisfy(\.isASCIIAlphanumeric) else {
+                throw TLSPolicyError("id \"\(value)\" is not 1 to 32 letters and digits")
             }
-            guard let equals = field.firstIndex(of: "=") else {
-                throw TLSPolicyError("field \"\(field)\" has no \"=\"")
-            }
-            let name = field[..<equals]
-            let value = field[field.index(after: equals)...]
-            if name == "id" {
-                guard id == nil else { throw TLSPolicyError("TXT record has two ids") }
-                guard (1...32).contains(value.count), value.allSatisfy(\.isASCIIAlphanumeric) else {
-                    throw TLSPolicyError("id \"\(value)\" is not 1 to 32 letters and digits")
-                }
-                id = String(value)
-            } else {
-                guard Self.isExtensionName(name), !value.isEmpty,
-                    value.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) && $0 != ";" && $0 != "=" })
-                else { throw TLSPolicyError("malformed field \"\(field)\" in TXT record") }
-            }
+            id = String(value)
         }
         guard let id else { throw TLSPolicyError("TXT record has no id") }
         return MTASTSRecord(id: id)
@@ -235,5 +215,38 @@ enum TXTRecords {
             throw TLSPolicyError("\(candidates.count) TXT records begin with \(version)")
         }
         return candidates.first
+    }
+
+    /// The fields named in `known`, in order, of a record in the grammar both share:
+    /// `version *(*WSP ";" *WSP name "=" value) [*WSP ";"]`. Extension fields (any other name)
+    /// must have the form RFC 8461 §3.1 and RFC 8460 §3 give them, and are then left out.
+    static func fields(
+        of text: String, version: String, known: Set<Substring>
+    ) throws(TLSPolicyError) -> [(name: Substring, value: Substring)] {
+        let fields = text.split(separator: ";", omittingEmptySubsequences: false).map { $0.trimmingWhitespace() }
+        guard fields.first.map(String.init) == version else {
+            throw TLSPolicyError("TXT record does not begin with \(version)")
+        }
+        var result: [(name: Substring, value: Substring)] = []
+        for (position, field) in fields.enumerated().dropFirst() {
+            // A delimiter may end the record: only the last field may be empty.
+            if field.isEmpty {
+                guard position == fields.count - 1 else { throw TLSPolicyError("empty field in TXT record") }
+                continue
+            }
+            guard let equals = field.firstIndex(of: "=") else {
+                throw TLSPolicyError("field \"\(field)\" has no \"=\"")
+            }
+            let name = field[..<equals]
+            let value = field[field.index(after: equals)...]
+            if known.contains(name) {
+                result.append((name, value))
+                continue
+            }
+            guard MTASTSRecord.isExtensionName(name), !value.isEmpty,
+                value.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) && $0 != ";" && $0 != "=" })
+            else { throw TLSPolicyError("malformed field \"\(field)\" in TXT record") }
+        }
+        return result
     }
 }

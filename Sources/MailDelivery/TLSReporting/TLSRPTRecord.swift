@@ -40,31 +40,14 @@ public struct TLSRPTRecord: Sendable, Hashable {
     //  tlsrpt-ext-name   = (ALPHA / DIGIT) *31(ALPHA / DIGIT / "_" / "-" / ".")
     //  tlsrpt-ext-value  = 1*(%x21-3A / %x3C / %x3E-7E)
     public static func parse(_ text: String) throws(TLSPolicyError) -> TLSRPTRecord {
-        let fields = text.split(separator: ";", omittingEmptySubsequences: false).map { $0.trimmingWhitespace() }
-        guard fields.first == "v=TLSRPTv1" else { throw TLSPolicyError("TXT record does not begin with v=TLSRPTv1") }
         var uris: [Substring]?
-        for (position, field) in fields.enumerated().dropFirst() {
-            if field.isEmpty {
-                guard position == fields.count - 1 else { throw TLSPolicyError("empty field in TXT record") }
-                continue
+        for (_, value) in try TXTRecords.fields(of: text, version: "v=TLSRPTv1", known: ["rua"]) {
+            guard uris == nil else { throw TLSPolicyError("TXT record has two rua fields") }
+            let list = value.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingWhitespace() }
+            guard list.allSatisfy({ !$0.isEmpty && !$0.contains(" ") && !$0.contains("\t") }) else {
+                throw TLSPolicyError("rua \"\(value)\" is not a list of URIs")
             }
-            guard let equals = field.firstIndex(of: "=") else {
-                throw TLSPolicyError("field \"\(field)\" has no \"=\"")
-            }
-            let name = field[..<equals]
-            let value = field[field.index(after: equals)...]
-            if name == "rua" {
-                guard uris == nil else { throw TLSPolicyError("TXT record has two rua fields") }
-                let list = value.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingWhitespace() }
-                guard list.allSatisfy({ !$0.isEmpty && !$0.contains(" ") && !$0.contains("\t") }) else {
-                    throw TLSPolicyError("rua \"\(value)\" is not a list of URIs")
-                }
-                uris = list
-            } else {
-                guard MTASTSRecord.isExtensionName(name), !value.isEmpty,
-                    value.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) && $0 != ";" && $0 != "=" })
-                else { throw TLSPolicyError("malformed field \"\(field)\" in TXT record") }
-            }
+            uris = list
         }
         guard let uris else { throw TLSPolicyError("TXT record has no rua field") }
         return TLSRPTRecord(destinations: uris.compactMap(destination))
