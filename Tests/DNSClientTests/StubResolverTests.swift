@@ -206,7 +206,9 @@ func lookupError<T>(_ lookup: () async throws(DNSError) -> T) async -> DNSError?
     }
 
     @Test func cancellationEndsTheLookup() async throws {
-        try await withServer(.init(mode: .silent), timeout: .seconds(5)) { _, resolver in
+        // A silent server and a long timeout: only cancellation can end the lookup early. The
+        // bound is loose, for a loaded CI machine (3 s was seen with 2 cores and tests in parallel).
+        try await withServer(.init(mode: .silent), timeout: .seconds(30)) { _, resolver in
             let clock = ContinuousClock()
             let start = clock.now
             let lookup = Task {
@@ -215,7 +217,7 @@ func lookupError<T>(_ lookup: () async throws(DNSError) -> T) async -> DNSError?
             try await Task.sleep(for: .milliseconds(50))
             lookup.cancel()
             #expect(await lookup.value?.isTemporary == true)
-            #expect(clock.now - start < .seconds(2))
+            #expect(clock.now - start < .seconds(10))
         }
     }
 
