@@ -11,27 +11,30 @@ struct User: ParsableCommand {
         abstract: "Manage the users of [auth] passwd_file (Dovecot passwd-file format).",
         subcommands: [Add.self, Passwd.self, Delete.self])
 
-    struct Add: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add a user with a hashed password.")
+    /// What `add` and `passwd` both take: the file, the hash scheme and the login.
+    struct PasswordArguments: ParsableArguments {
         @OptionGroup var options: ConfigOption
         @Option(help: "Hash scheme: SHA512-CRYPT (default), SHA256-CRYPT or BLF-CRYPT.") var scheme = "SHA512-CRYPT"
         @Argument(help: "The login, usually the user's address (alice@example.com).") var user: String
+    }
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a user with a hashed password.")
+        @OptionGroup var arguments: PasswordArguments
 
         func run() throws {
-            try User.set(user, scheme: scheme, change: .add, options: options)
-            print("user \(user.lowercased()) added")
+            try User.set(arguments, change: .add)
+            print("user \(arguments.user.lowercased()) added")
         }
     }
 
     struct Passwd: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Set a new password for a user.")
-        @OptionGroup var options: ConfigOption
-        @Option(help: "Hash scheme: SHA512-CRYPT (default), SHA256-CRYPT or BLF-CRYPT.") var scheme = "SHA512-CRYPT"
-        @Argument(help: "The login.") var user: String
+        @OptionGroup var arguments: PasswordArguments
 
         func run() throws {
-            try User.set(user, scheme: scheme, change: .changePassword, options: options)
-            print("password of \(user.lowercased()) changed")
+            try User.set(arguments, change: .changePassword)
+            print("password of \(arguments.user.lowercased()) changed")
         }
     }
 
@@ -51,10 +54,9 @@ struct User: ParsableCommand {
         }
     }
 
-    static func set(
-        _ user: String, scheme name: String, change: UserAdministration.Change, options: ConfigOption
-    ) throws {
-        let configuration = try options.load()
+    static func set(_ arguments: PasswordArguments, change: UserAdministration.Change) throws {
+        let configuration = try arguments.options.load()
+        let (user, name) = (arguments.user, arguments.scheme)
         guard let scheme = PasswordHash.Scheme(rawValue: name.uppercased()), scheme != .plain, scheme != .crypt else {
             printError("tern user: unknown scheme \(name) (SHA512-CRYPT, SHA256-CRYPT or BLF-CRYPT)")
             throw ExitCode(64)

@@ -123,6 +123,13 @@ aliases = {{ sales = ["alice", "bob"], team = ["alice", "carol@elsewhere.test"] 
                 f"tern {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")
         return result
 
+    def config_problems(self):
+        """`tern check-config` on this configuration, which must fail: what it printed."""
+        result = self.tern("check-config", check=False)
+        text = result.stdout.decode() + result.stderr.decode()
+        assert result.returncode != 0, text
+        return text
+
     def queue(self):
         return json.loads(self.tern("queue", "list", "--json").stdout)
 
