@@ -59,7 +59,14 @@ let package = Package(
             name: "MailPolicy",
             dependencies: [
                 "DNSClient", "MailMessage", "SMTPProtocol", "CCrypt",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                // DKIM: Ed25519 and SHA-256 (RFC 8463), RSA through _CryptoExtras (RFC 6376).
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),
@@ -137,7 +144,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "MailPolicyTests", dependencies: ["MailPolicy"]),
+        .testTarget(
+            name: "MailPolicyTests",
+            dependencies: [
+                "MailPolicy", "DNSClient", "MailMessage",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            exclude: ["Fixtures"]
+        ),
         .testTarget(name: "MailDeliveryTests", dependencies: ["MailDelivery"]),
         .testTarget(name: "TernServiceTests", dependencies: ["TernService", "MailDelivery"]),
         .testTarget(
