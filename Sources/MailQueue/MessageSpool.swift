@@ -45,9 +45,75 @@ public final class MessageSpool: @unchecked Sendable {
                 pending.writeImmutableBuffer(bytes)
                 return
             }
-            if fd < 0 { fd = try SystemCalls.open(path, O_WRONLY | O_CREAT | O_TRUNC) }
+            if fd < 0 { fd = try SystemCalls.open(path, O_RDWR | O_CREAT | O_TRUNC) }
             pending.writeImmutableBuffer(bytes)
             if pending.readableBytes >= memoryLimit { try flushLocked() }
+        }
+    }
+
+    /// Replaces the first `length` octets with `bytes`: header fields that only the end of the
+    /// content decides (`Authentication-Results:`, a DKIM signature, a rule's tag) go before
+    /// the message, and fields claiming our checks are taken out. Free while the message is in
+    /// memory; a message already in its file is copied once, behind the new octets, into a new
+    /// file that replaces it.
+    public func replacePrefix(length: Int, with bytes: ByteBuffer) throws {
+        try lock.withLock {
+            guard !finished else { throw QueueError.spoolFinished(id) }
+            precondition(length >= 0 && length <= written + pending.readableBytes, "prefix beyond the message")
+            guard fd >= 0 else {
+                var joined = ByteBuffer()
+                joined.reserveCapacity(bytes.readableBytes + pending.readableBytes - length)
+                joined.writeImmutableBuffer(bytes)
+                joined.writeImmutableBuffer(
+                    pending.getSlice(at: pending.readerIndex + length, length: pending.readableBytes - length)!)
+                pending = joined
+                return
+            }
+            try flushLocked()
+            let newPath = path + ".new"
+            let target = try SystemCalls.open(newPath, O_RDWR | O_CREAT | O_TRUNC)
+            do {
+                try SystemCalls.write(target, bytes, at: 0, path: newPath)
+                var offset = length
+                while offset < written {
+                    var block = ByteBuffer()
+                    let count = min(max(memoryLimit, 65536), written - offset)
+                    try SystemCalls.read(fd, into: &block, count: count, at: Int64(offset), path: path)
+                    guard block.readableBytes == count else {
+                        throw QueueError.storage(errno: EIO, "short read \(path)")
+                    }
+                    try SystemCalls.write(
+                        target, block, at: Int64(bytes.readableBytes + offset - length), path: newPath)
+                    offset += count
+                }
+                guard rename(newPath, path) == 0 else { throw QueueError.storage("rename \(newPath) to \(path)") }
+            } catch {
+                close(target)
+                unlink(newPath)
+                throw error
+            }
+            close(fd)
+            fd = target
+            written += bytes.readableBytes - length
+        }
+    }
+
+    /// Up to `limit` octets from the start of the message, for a content filter.
+    public func prefix(_ limit: Int) throws -> ByteBuffer {
+        try lock.withLock {
+            guard !finished else { throw QueueError.spoolFinished(id) }
+            guard fd >= 0 else {
+                return pending.getSlice(at: pending.readerIndex, length: min(limit, pending.readableBytes))!
+            }
+            var bytes = ByteBuffer()
+            let fromFile = min(limit, written)
+            try SystemCalls.read(fd, into: &bytes, count: fromFile, at: 0, path: path)
+            guard bytes.readableBytes == fromFile else { throw QueueError.storage(errno: EIO, "short read \(path)") }
+            if limit > fromFile {
+                bytes.writeImmutableBuffer(
+                    pending.getSlice(at: pending.readerIndex, length: min(limit - fromFile, pending.readableBytes))!)
+            }
+            return bytes
         }
     }
 
@@ -98,7 +164,7 @@ public final class MessageSpool: @unchecked Sendable {
     func move(to target: String) throws {
         try lock.withLock {
             guard !finished else { throw QueueError.spoolFinished(id) }
-            if fd < 0 { fd = try SystemCalls.open(path, O_WRONLY | O_CREAT | O_TRUNC) }
+            if fd < 0 { fd = try SystemCalls.open(path, O_RDWR | O_CREAT | O_TRUNC) }
             try flushLocked()
             try SystemCalls.dataSync(fd, path: path)
             guard rename(path, target) == 0 else { throw QueueError.storage("rename \(path) to \(target)") }

@@ -208,9 +208,10 @@ public final class QueueStore: @unchecked Sendable {
 
     /// Puts the spooled message with its envelope into the queue. On return it is on stable
     /// storage; on a throw it is not queued (the spool may then only be discarded).
-    public func commit(_ spool: MessageSpool, envelope: QueueEnvelope) async throws -> QueuedMessage {
+    public func commit(_ spool: MessageSpool, envelope: QueueEnvelope, held: Bool = false) async throws -> QueuedMessage
+    {
         try await withCheckedThrowingContinuation { continuation in
-            commit(spool, envelope: envelope) { continuation.resume(with: $0) }
+            commit(spool, envelope: envelope, held: held) { continuation.resume(with: $0) }
         }
     }
 
@@ -220,9 +221,10 @@ public final class QueueStore: @unchecked Sendable {
     /// which spares every message two hops through the concurrency pool.
     ///
     /// A message small enough to go inline is encoded on the caller's thread; a larger one is
-    /// moved to `data/` on a dispatch queue first (its two syncs take milliseconds).
+    /// moved to `data/` on a dispatch queue first (its two syncs take milliseconds). A `held`
+    /// message (quarantined) stays in the queue until `release`.
     public func commit(
-        _ spool: MessageSpool, envelope: QueueEnvelope,
+        _ spool: MessageSpool, envelope: QueueEnvelope, held: Bool = false,
         completion: @escaping @Sendable (Result<QueuedMessage, any Error>) -> Void
     ) {
         condition.withLock { preparingCommits += 1 }
@@ -234,10 +236,10 @@ public final class QueueStore: @unchecked Sendable {
         let size = spool.byteCount
         let record = LogRecord.message(
             MessageRecord(
-                id: spool.id, arrival: arrival, size: size, held: false, dataInFile: size > options.inlineLimit,
+                id: spool.id, arrival: arrival, size: size, held: held, dataInFile: size > options.inlineLimit,
                 envelope: envelope))
         let queued = QueuedMessage(
-            id: spool.id, arrival: QueueTime.date(arrival), size: size, envelope: envelope, held: false)
+            id: spool.id, arrival: QueueTime.date(arrival), size: size, envelope: envelope, held: held)
         let finish: @Sendable (QueueError?) -> Void = { error in
             if let error {
                 if size > self.options.inlineLimit { unlink(self.dataPath(spool.id)) }

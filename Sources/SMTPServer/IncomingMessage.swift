@@ -20,6 +20,8 @@ final class IncomingMessage {
     /// complete, so that a missing `Date:` or `Message-ID:` can be written before it.
     private var completion: Completion?
     private var heldHeader = ByteBuffer()
+    /// Sees the content exactly as the client sent it (DKIM hashes it as it streams in).
+    var observer: (any ContentObserver)?
 
     /// The fields a submission service adds when the message lacks them.
     struct Completion {
@@ -42,6 +44,7 @@ final class IncomingMessage {
         contentSize += content.readableBytes
         guard fatalRefusal == nil else { return }
         scanner.scan(content)
+        observer?.observe(content)
         if completion != nil {
             var content = content
             heldHeader.writeBuffer(&content)

@@ -50,6 +50,9 @@ public struct SMTPServerSettings: Sendable {
     public var trustedNetworks: [NetworkRange]
     /// Failed AUTH attempts in one session before it ends with 421.
     public var authFailuresPerSession = 3
+    /// Wait this long before the greeting; a client that talks first is refused (postscreen's
+    /// pregreet test). Trusted networks are greeted at once. nil = greet at once.
+    public var greetPause: TimeAmount?
 
     public init(
         hostname: String, listeners: [SMTPListener], limits: SMTPLimits = SMTPLimits(),
@@ -88,6 +91,8 @@ public final class SMTPServer: Sendable {
         var immediateReverseName: @Sendable (String) -> String?
         var onQueued: @Sendable (QueuedMessage) -> Void
         var clock: @Sendable () -> Int
+        /// Anti-spam and sender authentication (SPEC §2.6); nil runs none of them.
+        var checks: CheckServices?
     }
 
     /// Sent down every open connection's pipeline when the server shuts down.
@@ -105,7 +110,8 @@ public final class SMTPServer: Sendable {
     /// `authentication` there is no AUTH, and the submission ports do not require it.
     public init(
         settings: SMTPServerSettings, policy: RecipientPolicy, senderPolicy: SenderPolicy? = nil,
-        tls: ServerTLS? = nil, authentication: SMTPAuthentication? = nil, queue: QueueStore,
+        tls: ServerTLS? = nil, authentication: SMTPAuthentication? = nil, checks: CheckServices? = nil,
+        queue: QueueStore,
         reverseLookup: @escaping @Sendable (String) async -> String?,
         immediateReverseName: @escaping @Sendable (String) -> String? = { _ in nil },
         onQueued: @escaping @Sendable (QueuedMessage) -> Void,
@@ -114,7 +120,8 @@ public final class SMTPServer: Sendable {
         self.context = Context(
             settings: settings, policy: policy, senderPolicy: senderPolicy, tls: tls,
             authentication: authentication, queue: queue, reverseLookup: reverseLookup,
-            immediateReverseName: immediateReverseName, onQueued: onQueued, clock: { Int(time(nil)) })
+            immediateReverseName: immediateReverseName, onQueued: onQueued, clock: { Int(time(nil)) },
+            checks: checks)
         self.group = group
         self.logger = logger
     }

@@ -18,7 +18,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     /// Where the input goes next.
-    private enum Mode {
+    enum Mode {
         case command
         /// DATA content up to `<CRLF>.<CRLF>`, never a bare-LF or bare-CR look-alike.
         case data(SMTPDataDecoder, setupFailure: SMTPReply?)
@@ -28,29 +28,31 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         case discard(remaining: Int, reply: SMTPReply)
         /// Waiting for the queue or for the reverse lookup; input stays buffered.
         case waiting
+        /// The greeting is held back (`greetPause`); any input now is an early talker.
+        case greeting
         case closed
     }
 
-    private let server: SMTPServer.Context
-    private var client: ClientFacts
-    private let clientAddress: String?
-    private var logger: Logger
-    private var session: SMTPServerSession
+    let server: SMTPServer.Context
+    var client: ClientFacts
+    let clientAddress: String?
+    var logger: Logger
+    var session: SMTPServerSession
     private var framer: SMTPLineFramer
-    private var mode = Mode.command
+    var mode = Mode.command
     private var pendingReplies = ByteBuffer()
-    private var queueID: QueueID?
-    private var incoming: IncomingMessage?
+    var queueID: QueueID?
+    var incoming: IncomingMessage?
     /// The client's confirmed name: `.some(nil)` once the lookup found none.
-    private var reverseName: String??
+    var reverseName: String??
     /// Content that arrived before the reverse lookup ended waits here for it.
     private var waitingForName: Mode?
-    private var shutdownRequested = false
+    var shutdownRequested = false
     /// Reading was paused (autoRead off) during a wait, because too much input piled up.
     private var readingPaused = false
     /// The queue has the message of `incoming` and has not answered yet.
-    private var commitInFlight = false
-    private var context: ChannelHandlerContext?
+    var commitInFlight = false
+    var context: ChannelHandlerContext?
     /// The TLS session, once a handshake finished.
     private var tls: NegotiatedTLS?
     /// The cipher the sniffer saw, until the handshake's end makes `tls`.
@@ -59,6 +61,19 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     private var handshaking = false
     /// Credentials are being checked; input waits for the answer.
     private var authenticating = false
+    /// The anti-spam decisions of this session; nil without `CheckServices`.
+    var policy: SessionPolicy?
+    /// The DNS list answer for the client, started at connect.
+    var dnsListLookup: EventLoopFuture<DNSListFacts>?
+    /// The confirmed reverse name, when its lookup began.
+    var reverseNameLookup: EventLoopFuture<String?>?
+    /// The policy has been told about the connection / this HELO name.
+    var policyConnected = false
+    var policyHELO: String?
+    /// The SPF result of the current transaction.
+    var spfFacts: SPFFacts?
+    /// Checks are running off the loop; input waits for them.
+    var checking = false
     /// Input a waiting session keeps before it stops reading.
     static let waitingInputLimit = 64 * 1024
 
@@ -81,6 +96,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
                 authMechanisms: server.authentication?.mechanisms ?? [],
                 authFailuresPerSession: settings.authFailuresPerSession))
         self.framer = SMTPLineFramer(maxLineLength: settings.limits.commandLineLength)
+        self.policy = server.checks.map { SessionPolicy(configuration: $0.policy) }
     }
 
     // MARK: Channel events
@@ -95,10 +111,37 @@ final class SMTPSessionHandler: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         logger.info("connect", metadata: ["event": "connect"])
+        guard startConnectionChecks(context: context) else { return }
         startReverseLookup(context: context)
+        if let pause = server.settings.greetPause, !client.isTrusted {
+            mode = .greeting
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: pause) { loopBound.value.greet() }
+        } else {
+            greet()
+        }
+        context.fireChannelActive()
+    }
+
+    private func greet() {
+        switch mode {
+        case .greeting: mode = .command
+        case .command: break
+        default: return  // refused as an early talker, or shut down meanwhile
+        }
         send(session.greeting())
         flush()
-        context.fireChannelActive()
+    }
+
+    /// RFC 5321 §3.1: the client waits for the greeting. One that talks first is a spam
+    /// engine that does not read replies (postscreen's pregreet test).
+    private func refuseEarlyTalker() {
+        logger.info(
+            "client talked before the greeting",
+            metadata: ["event": "reject", "reason": "early_talker", "octets": "\(framer.bufferedByteCount)"])
+        framer.discardBuffered()
+        send(SMTPReply(554, EnhancedStatusCode(5, 5, 1), "Protocol error: talking before the greeting"))
+        close()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -116,6 +159,9 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         switch mode {
         case .closed:
             return
+        case .greeting:
+            framer.append(unwrapInboundIn(data))
+            refuseEarlyTalker()
         case .waiting:
             framer.append(unwrapInboundIn(data))
             pauseReadingIfFull()
@@ -144,7 +190,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
             // A message being committed and a login being checked get their answer first
             // (commitFinished and authenticationFinished end the session then); every other
             // session ends now.
-            if commitInFlight || authenticating { return }
+            if commitInFlight || authenticating || checking { return }
             shutDown()
             return
         }
@@ -169,7 +215,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     private func process() {
         while true {
             switch mode {
-            case .closed, .waiting:
+            case .closed, .waiting, .greeting:
                 return
             case .command:
                 guard let frame = framer.nextLine() else { return }
@@ -223,7 +269,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     }
 
     /// Carries out one action of the session and every action that follows from it.
-    private func perform(_ first: SMTPServerSession.Action) {
+    func perform(_ first: SMTPServerSession.Action) {
         defer {
             // A transaction that ended without a message (RSET, EHLO, a refusal) takes its
             // queue ID with it: later lines must not claim it.
@@ -242,13 +288,27 @@ final class SMTPSessionHandler: ChannelInboundHandler {
                 send(reply)
                 close()
             case .verifySender(let sender, let parameters):
-                next = session.senderVerdict(verifySender(sender, parameters))
+                if let refusal = verifySender(sender, parameters) {
+                    next = session.senderVerdict(refusal)
+                } else if policy != nil {
+                    // Nil while the checks run; they perform the verdict when they finish.
+                    next = checkSender(sender)
+                } else {
+                    next = session.senderVerdict(nil)
+                }
             case .verifyRecipient(let recipient, let parameters):
-                let verdict = server.policy.verify(recipient, client: client)
+                var verdict = server.policy.verify(recipient, client: client)
+                var reason: String?
+                if case .success = verdict, let refusal = checkRecipient(recipient) {
+                    verdict = .failure(RecipientRefusal(refusal.reply))
+                    reason = refusal.reason
+                }
                 if case .failure(let refusal) = verdict {
-                    logger.info(
-                        "recipient refused",
-                        metadata: ["event": "reject", "to": "<\(recipient)>", "reply": "\(refusal.reply)"])
+                    var metadata: Logger.Metadata = [
+                        "event": "reject", "to": "<\(recipient)>", "reply": "\(refusal.reply)",
+                    ]
+                    if let reason { metadata["reason"] = "\(reason)" }
+                    logger.info("recipient refused", metadata: metadata)
                 }
                 next = session.recipientVerdict(recipient, parameters, verdict)
             case .beginData(let reply):
@@ -267,7 +327,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
             case .authenticate(let credentials):
                 authenticate(credentials)
             case .commit(let transaction):
-                commit(transaction)
+                if policy != nil { checkContent(transaction) } else { commit(transaction) }
             }
         }
     }
@@ -327,6 +387,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
                     messageID: "<\(id).\(now)@\(server.settings.hostname)>",
                     date: MessageDate.format(secondsSince1970: now))
             let message = IncomingMessage(spool: spool, limits: server.settings.limits, completion: completion)
+            message.observer = server.checks?.makeContentObserver?()
             try message.writeTrace(received)
             incoming = message
             return next
@@ -434,6 +495,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         switch result {
         case .success(let user):
             client.authenticatedUser = user
+            policy?.authenticated()
             logger[metadataKey: "sasl_username"] = "\(user)"
             logger.info("authenticated", metadata: ["event": "auth", "sasl_method": "\(mechanism)"])
         case .invalid:
@@ -455,7 +517,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         readAgain()
     }
 
-    private func discardIncoming() {
+    func discardIncoming() {
         incoming?.spool.discard()
         incoming = nil
     }
@@ -464,16 +526,16 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         guard let address = clientAddress else { return }
         if let name = server.immediateReverseName(address) {
             reverseName = .some(name)
+            reverseNameLookup = context.eventLoop.makeSucceededFuture(name)
             return
         }
         let lookup = server.reverseLookup
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let eventLoop = context.eventLoop
-        Task {
-            let name = await lookup(address)
-            eventLoop.execute {
-                loopBound.value.reverseLookupFinished(name)
-            }
+        let promise = context.eventLoop.makePromise(of: String?.self)
+        reverseNameLookup = promise.futureResult
+        Task { promise.succeed(await lookup(address)) }
+        promise.futureResult.whenSuccess { name in
+            loopBound.value.reverseLookupFinished(name)
         }
     }
 
@@ -492,21 +554,24 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     // MARK: Queue
 
     /// SPEC §1.6: the 250 goes out only once the queue has the message on stable storage.
-    private func commit(_ transaction: SMTPServerSession.Transaction) {
+    /// A quarantined message is `held`; a redirected one goes to `redirectTo` alone.
+    func commit(_ transaction: SMTPServerSession.Transaction, held: Bool = false, redirectTo: String? = nil) {
         guard let message = incoming, let id = queueID, let context else {
             perform(session.messageFailed(SMTPReply(451, EnhancedStatusCode(4, 3, 0), "Error: internal error")))
             return
         }
         wait()
-        let envelope = QueueEnvelope(
+        var envelope = QueueEnvelope(
             transaction: transaction, clientAddress: clientAddress, heloName: session.heloName,
             authenticatedUser: session.authenticatedUser)
+        if let redirectTo { envelope.recipients = [QueuedRecipient(address: redirectTo)] }
+        let queuedEnvelope = envelope
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         commitInFlight = true
-        server.queue.commit(message.spool, envelope: envelope) { result in
+        server.queue.commit(message.spool, envelope: envelope, held: held) { result in
             eventLoop.execute {
-                loopBound.value.commitFinished(result, id: id, transaction: transaction, envelope: envelope)
+                loopBound.value.commitFinished(result, id: id, transaction: transaction, envelope: queuedEnvelope)
             }
         }
     }
@@ -556,7 +621,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     /// waits must not fill memory: past `waitingInputLimit` octets, reading pauses. (Pausing
     /// always would cost two `epoll_ctl` calls per message, for clients that almost never send
     /// anything while they wait for a reply.)
-    private func wait() {
+    func wait() {
         mode = .waiting
         pauseReadingIfFull()
     }
@@ -568,7 +633,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     }
 
     /// After a wait: answer what is buffered, then let the channel read again.
-    private func readAgain() {
+    func readAgain() {
         process()
         flush()
         switch mode {
@@ -583,7 +648,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
 
     // MARK: Output
 
-    private func send(_ reply: SMTPReply) {
+    func send(_ reply: SMTPReply) {
         reply.write(to: &pendingReplies)
     }
 
@@ -594,7 +659,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
     }
 
-    private func close() {
+    func close() {
         flush()
         mode = .closed
         context?.close(promise: nil)
@@ -606,7 +671,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
 
     /// Graceful shutdown (SPEC §1.1): a message half received is abandoned, it was never
     /// acknowledged.
-    private func shutDown() {
+    func shutDown() {
         guard case .sendAndClose(let reply) = session.shuttingDown() else { return }
         discardIncoming()
         send(reply)

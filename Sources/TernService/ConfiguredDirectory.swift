@@ -57,6 +57,7 @@ extension TernConfiguration {
             maxConnections: limits.maxConnections,
             maxConnectionsPerIP: limits.maxConnectionsPerIP, trustedNetworks: relay.trustedNetworks)
         settings.authFailuresPerSession = auth.maxFailuresPerSession
+        settings.greetPause = checks.greetPause.map(TimeAmount.init)
         return settings
     }
 }

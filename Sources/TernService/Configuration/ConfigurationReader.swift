@@ -99,7 +99,7 @@ struct ConfigurationReader {
             document, path: "",
             allowed: [
                 "hostname", "data_dir", "listen", "limits", "relay", "tls", "auth", "domains", "delivery", "dns",
-                "checks", "dkim", "tls_policy", "mta_sts", "dane", "tls_rpt",
+                "checks", "dkim", "rules", "tls_policy", "mta_sts", "dane", "tls_rpt",
             ])
         var hostname: String?
         if let value = string(document, "", "hostname") {
@@ -127,6 +127,7 @@ struct ConfigurationReader {
         for (table, path) in tables(document, "", "dkim") {
             if let key = readDKIM(table, path) { configuration.dkim.append(key) }
         }
+        configuration.rules = readRules(document)
         checkListenersDistinct(configuration.listen)
         if configuration.tls == nil, !configuration.listen.submissions.isEmpty {
             problem("listen.submissions", "needs [tls]: implicit TLS (RFC 8314) has no plaintext start")
@@ -186,6 +187,9 @@ struct ConfigurationReader {
         positive("max_received_headers", &limits.maxReceivedHeaders)
         positive("max_errors", &limits.maxErrors)
         positive("min_data_rate_grace", &limits.minDataRateGrace)
+        limits.connectionRate = rateLimit(table, "limits", "connection_rate")
+        limits.messageRate = rateLimit(table, "limits", "message_rate")
+        limits.recipientRate = rateLimit(table, "limits", "recipient_rate")
         if let rate = integer(table, "limits", "min_data_rate") {
             if rate >= 0 { limits.minDataRate = rate } else { problem("limits.min_data_rate", "must not be negative") }
         }
@@ -194,7 +198,7 @@ struct ConfigurationReader {
             allowed: [
                 "max_message_size", "max_recipients", "max_connections", "max_connections_per_ip", "command_timeout",
                 "data_timeout", "max_header_size", "max_received_headers", "max_errors", "min_data_rate",
-                "min_data_rate_grace",
+                "min_data_rate_grace", "connection_rate", "message_rate", "recipient_rate",
             ])
         return limits
     }
@@ -413,93 +417,6 @@ struct ConfigurationReader {
             servers.append(address)
         }
         return TernConfiguration.DNS(servers: servers.isEmpty ? nil : servers)
-    }
-
-    mutating func readChecks(_ table: TOMLTable) -> TernConfiguration.Checks {
-        var checks = TernConfiguration.Checks()
-        checkKeys(
-            table, path: "checks",
-            allowed: [
-                "dnsbl", "dnswl", "reject_score", "spf", "dkim_verify", "dmarc", "greylisting", "spamd", "rspamd",
-            ])
-        for (list, path) in tables(table, "checks", "dnsbl") {
-            if let zone = readDNSList(list, path) { checks.dnsbl.append(zone) }
-        }
-        for (list, path) in tables(table, "checks", "dnswl") {
-            if let zone = readDNSList(list, path) { checks.dnswl.append(zone) }
-        }
-        if let score = integer(table, "checks", "reject_score") { checks.rejectScore = score }
-        if let text = string(table, "checks", "spf") {
-            if let mode = SPFMode(rawValue: text) {
-                checks.spf = mode
-            } else {
-                problem("checks.spf", "\"\(text)\": expected \"reject\", \"tag\" or \"off\"")
-            }
-        }
-        if let value = bool(table, "checks", "dkim_verify") { checks.dkimVerify = value }
-        if let text = string(table, "checks", "dmarc") {
-            if let mode = DMARCMode(rawValue: text) {
-                checks.dmarc = mode
-            } else {
-                problem("checks.dmarc", "\"\(text)\": expected \"enforce\", \"tag\" or \"off\"")
-            }
-        }
-        if let text = string(table, "checks", "greylisting"), !text.isEmpty {
-            checks.greylisting = positiveDuration(text, key: "checks.greylisting")
-        }
-        if let text = string(table, "checks", "spamd"), !text.isEmpty {
-            checks.spamd = serviceAddress(text, key: "checks.spamd", defaultPort: 783)
-        }
-        if let text = string(table, "checks", "rspamd"), !text.isEmpty {
-            if Self.isHTTPURL(text) {
-                checks.rspamd = text
-            } else {
-                problem("checks.rspamd", "\"\(text)\" is not an http:// or https:// URL")
-            }
-        }
-        return checks
-    }
-
-    static func isHTTPURL(_ text: String) -> Bool {
-        for scheme in ["http://", "https://"] where text.hasPrefix(scheme) {
-            let authority = text.dropFirst(scheme.count).prefix { $0 != "/" }
-            return ServiceAddress(String(authority), defaultPort: 80) != nil
-        }
-        return false
-    }
-
-    mutating func readDNSList(_ table: TOMLTable, _ path: String) -> DNSListZone? {
-        checkKeys(table, path: path, allowed: ["zone", "weight"])
-        let zone = string(table, path, "zone")
-        let weight = integer(table, path, "weight")
-        if table["zone"] == nil { problem("\(path).zone", "missing") }
-        if table["weight"] == nil { problem("\(path).weight", "missing") }
-        guard let zone, let weight else { return nil }
-        guard DomainSyntax.isValidDomain(zone) else {
-            problem("\(path).zone", "\"\(zone)\" is not a valid domain name")
-            return nil
-        }
-        return DNSListZone(zone: zone.lowercased(), weight: weight)
-    }
-
-    mutating func readDKIM(_ table: TOMLTable, _ path: String) -> DKIMSigningKey? {
-        checkKeys(table, path: path, allowed: ["domain", "selector", "private_key"])
-        let domain = string(table, path, "domain")
-        let selector = string(table, path, "selector")
-        let privateKey = self.path(table, path, "private_key")
-        for key in ["domain", "selector", "private_key"] where table[key] == nil {
-            problem("\(path).\(key)", "missing")
-        }
-        if let domain, !DomainSyntax.isValidDomain(domain) {
-            problem("\(path).domain", "\"\(domain)\" is not a valid domain name")
-            return nil
-        }
-        if let selector, !DomainSyntax.isValidSelector(selector) {
-            problem("\(path).selector", "\"\(selector)\" is not a valid selector (RFC 6376 §3.1)")
-            return nil
-        }
-        guard let domain, let selector, let privateKey else { return nil }
-        return DKIMSigningKey(domain: domain.lowercased(), selector: selector, privateKey: privateKey)
     }
 
     // MARK: - Domains

@@ -27,6 +27,8 @@ public struct TernConfiguration: Sendable, Hashable {
     public var checks = Checks()
     /// `[[dkim]]`: the keys Tern signs with.
     public var dkim: [DKIMSigningKey] = []
+    /// `[[rules]]`: checked in order at the stage each can be decided (SPEC §2.6).
+    public var rules: [Rule] = []
 
     public init(hostname: String, dataDirectory: String) {
         self.hostname = hostname
@@ -69,6 +71,12 @@ public struct TernConfiguration: Sendable, Hashable {
         public var minDataRate = 0
         /// How far into the content the rate is first judged.
         public var minDataRateGrace: Duration = .seconds(30)
+        /// Per client (an IPv4 address, an IPv6 /64), clients in `trusted_networks` and
+        /// authenticated sessions excepted: new connections, messages and recipients in a window
+        /// (Postfix's anvil rates). nil = unlimited.
+        public var connectionRate: RateLimit?
+        public var messageRate: RateLimit?
+        public var recipientRate: RateLimit?
 
         public init() {}
     }
@@ -176,6 +184,20 @@ public struct TernConfiguration: Sendable, Hashable {
         public var spamd: ServiceAddress?
         /// rspamd's HTTP base URL (`http://127.0.0.1:11333`); nil = off.
         public var rspamd: String?
+        /// A milter (Sendmail's filter protocol, as Postfix speaks it); nil = off.
+        public var milter: FilterEndpoint?
+        /// Content larger than this is not sent to the filters (spamc's `-s`, 500 KB, is the
+        /// usual practice; large mail is rarely spam).
+        public var filterMaxSize = 1_048_576
+        /// How long one filter may take for one message, connecting included.
+        public var filterTimeout: Duration = .seconds(30)
+        /// What a filter that fails or times out means for the message.
+        public var filterFailure: FilterFailureAction = .defer
+        /// Wait this long before the greeting; a client that talks first is refused
+        /// (postscreen's pregreet test). nil = greet at once.
+        public var greetPause: Duration?
+        /// What an invalid HELO name, or one that claims to be us, does.
+        public var helo: HELOMode = .off
 
         public init() {}
     }
@@ -194,6 +216,40 @@ public enum LocalDelivery: Sendable, Hashable {
 /// `[delivery] relayhost`: the router's own type, so that the configuration hands it over as is.
 public typealias Relayhost = MXRouter.Relayhost
 
+/// `[checks] milter`: where the filter listens.
+public enum FilterEndpoint: Sendable, Hashable, CustomStringConvertible {
+    case tcp(ServiceAddress)
+    case unix(path: String)
+
+    public var description: String {
+        switch self {
+        case .tcp(let address): "\(address)"
+        case .unix(let path): "unix:\(path)"
+        }
+    }
+}
+
+/// `[checks] filter_failure`.
+public enum FilterFailureAction: String, Sendable, Hashable, CaseIterable {
+    /// Take the message unfiltered, and log it.
+    case accept
+    /// `451 4.7.1`: the client tries again later (Postfix's `milter_default_action`).
+    case `defer`
+}
+
+/// `"100/1h"`: at most `count` events per `window`.
+public struct RateLimit: Sendable, Hashable, CustomStringConvertible {
+    public var count: Int
+    public var window: Duration
+
+    public init(count: Int, window: Duration) {
+        self.count = count
+        self.window = window
+    }
+
+    public var description: String { "\(count)/\(window)" }
+}
+
 /// One DNSBL or DNSWL zone with the weight a listing adds to the score.
 public struct DNSListZone: Sendable, Hashable {
     public var zone: String
@@ -203,23 +259,6 @@ public struct DNSListZone: Sendable, Hashable {
         self.zone = zone
         self.weight = weight
     }
-}
-
-/// `[checks] spf`: what an SPF `fail` does (RFC 7208 §8.4).
-public enum SPFMode: String, Sendable, Hashable, CaseIterable {
-    /// `fail` → `550 5.7.23`.
-    case reject
-    /// Record the result in `Authentication-Results:` only.
-    case tag
-    case off
-}
-
-/// `[checks] dmarc`: what a failing message under a DMARC policy gets (RFC 7489 §6.6.4).
-public enum DMARCMode: String, Sendable, Hashable, CaseIterable {
-    /// `p=reject` → `550 5.7.1`; `p=quarantine` → held in the queue.
-    case enforce
-    case tag
-    case off
 }
 
 /// `[[dkim]]`: a key Tern signs mail from `domain` with (RFC 6376).

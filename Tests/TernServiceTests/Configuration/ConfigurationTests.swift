@@ -316,7 +316,7 @@ func parsed(_ text: String) throws -> TernConfiguration {
         ),
         (
             "[checks]\nrspamd = \"127.0.0.1:11333\"",
-            ["line 2: checks.rspamd: \"127.0.0.1:11333\" is not an http:// or https:// URL"]
+            ["line 2: checks.rspamd: \"127.0.0.1:11333\" is not an http:// URL"]
         ),
         (
             "[checks]\nspamd = \"[::1]:99999\"",
