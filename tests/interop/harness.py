@@ -27,6 +27,7 @@ def wait_for_port(port, timeout=15.0, host="127.0.0.1"):
     while time.monotonic() < deadline:
         try:
             with socket.create_connection((host, port), timeout=0.5) as s:
+                s.settimeout(5)   # a greet_pause holds the greeting back
                 s.recv(512)
                 return
         except OSError:

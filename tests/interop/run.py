@@ -788,12 +788,13 @@ def main():
     # files; they import helpers from this one, so they are loaded here, once everything above
     # is defined.
     import dovecot
+    import antispam
     import outbound_tls
     import postfix
     import submission
     import tls_rpt
     found = dict(globals())
-    for module in (postfix, dovecot, submission, outbound_tls, tls_rpt):
+    for module in (postfix, dovecot, submission, outbound_tls, tls_rpt, antispam):
         found.update({name: f for name, f in vars(module).items() if name.startswith("test_")})
     tests = [(name, f) for name, f in found.items() if name.startswith("test_") and args.k in name]
     failures = []
