@@ -83,9 +83,11 @@ public enum TernApplication {
                 scheduler: scheduler, logger: logger.component("tls-rpt"))
         }
 
+        let checks = try await configuration.checkWiring(
+            resolver: resolver, threadPool: threadPool, logger: logger.component("checks"))
         let server = SMTPServer(
             settings: configuration.smtpServerSettings, policy: policy, senderPolicy: senderPolicy, tls: tls,
-            authentication: authentication, queue: queue,
+            authentication: authentication, checks: checks.services, queue: queue,
             reverseLookup: { address in await ReverseName.confirmed(for: address, resolver: resolver) },
             immediateReverseName: { address in ReverseName.fromHosts(address) },
             onQueued: { scheduler.submit($0.id) }, logger: logger.component("smtpd"))
@@ -105,6 +107,8 @@ public enum TernApplication {
                 await reloadOnHangup(tls: tls, users: users, logger: logger.component("service"))
             },
         ]
+        // Before the listeners in the list, so that they stop first and the last save follows.
+        services.insert(contentsOf: checks.background, at: 1)
         if let reporter {
             // After delivery in the list, so that it stops first and its last save is before the
             // queue closes.

@@ -46,11 +46,11 @@ import Testing
     @Test func heloRejectModeWaitsForTheRecipient() {
         var session = policy(helo: .reject)
         session.connected(client: nil, clientName: nil, listedZones: [], listScore: 0, authenticated: false)
-        session.helo("mx.example.test", findings: ["impersonation"])
+        session.helo("mx.example.test", findings: ["our_name"])
         #expect(session.mail(sender: "", spf: nil) == nil)
-        #expect(session.recipient("joe@example.test")?.reason == "helo_impersonation")
+        #expect(session.recipient("joe@example.test")?.reason == "helo_our_name")
         var off = policy()
-        off.helo("mx.example.test", findings: ["impersonation"])
+        off.helo("mx.example.test", findings: ["our_name"])
         _ = off.mail(sender: "", spf: nil)
         #expect(off.recipient("joe@example.test") == nil)
     }

@@ -72,3 +72,79 @@ def test_early_talker_refused():
         assert time.monotonic() - started >= 0.9
         tern.wait_for_maildir("alice", 1)
         assert "early_talker" in tern.read_log()
+
+
+def test_dnsbl_refuses_and_dnswl_lets_through():
+    records = {
+        "2.0.0.127.bl.test": [("A", "127.0.0.2"), ("TXT", "Listed for spam, see https://bl.test/127.0.0.2")],
+        "3.0.0.127.bl.test": [("A", "127.0.0.2")],
+        "3.0.0.127.wl.test": [("A", "127.0.0.15")],
+        # Spamhaus's "you queried through a public resolver": never a listing.
+        "5.0.0.127.bl.test": [("A", "127.255.255.254")],
+    }
+    extra = '''[checks]
+dnsbl = [{ zone = "bl.test", weight = 10 }]
+dnswl = [{ zone = "wl.test", weight = -10 }]
+reject_score = 10
+'''
+    with DNS(records) as dns, Tern(trusted="", dns_port=dns.port, extra=extra) as tern:
+        refused = send(tern, "a@client.example", ["alice@example.test"], message("listed"), source="127.0.0.2")
+        assert refused and refused[0] == "rcpt" and refused[1] == 550 and "5.7.1" in refused[2], refused
+        assert send(tern, "a@client.example", ["alice@example.test"], message("allowed"), source="127.0.0.3") is None
+        assert send(tern, "a@client.example", ["alice@example.test"], message("clean"), source="127.0.0.4") is None
+        assert send(tern, "a@client.example", ["alice@example.test"], message("error code"), source="127.0.0.5") is None
+        tern.wait_for_maildir("alice", 3)
+        log = tern.read_log()
+        assert "event=dnsbl" in log and "bl.test=127.0.0.2" in log, log[-3000:]
+        assert "dnsbl_error" in log   # the 127.255.255.254 answer is reported, not counted
+
+
+def test_greylisting_defers_then_passes():
+    with Tern(trusted="", extra='[checks]\ngreylisting = "2s"\n') as tern:
+        first = send(tern, "list@client.example", ["alice@example.test"], message("grey 1"), source="127.0.0.6")
+        assert first and first[:2] == ("rcpt", 451) and "4.7.1" in first[2], first
+        early = send(tern, "list@client.example", ["alice@example.test"], message("grey 2"), source="127.0.0.6")
+        assert early and early[1] == 451, early
+        time.sleep(2.2)
+        assert send(tern, "list@client.example", ["alice@example.test"], message("grey 3"), source="127.0.0.6") is None
+        # The triplet is known now; another sender from the same network is new.
+        assert send(tern, "list@client.example", ["alice@example.test"], message("grey 4"), source="127.0.0.6") is None
+        other = send(tern, "other@client.example", ["alice@example.test"], message("grey 5"), source="127.0.0.6")
+        assert other and other[1] == 451, other
+        tern.wait_for_maildir("alice", 2)
+        # The store survives a restart.
+        tern.stop()
+        tern.start()
+        assert send(tern, "list@client.example", ["alice@example.test"], message("grey 6"), source="127.0.0.6") is None
+        tern.wait_for_maildir("alice", 3)
+        assert "reason=greylisted" in tern.read_log()
+
+
+def test_rate_limits():
+    limits = 'connection_rate = "3/1m"\nmessage_rate = "2/1m"\nrecipient_rate = "3/1m"\n'
+    with Tern(trusted="", limits=limits) as tern:
+        assert send(tern, "a@client.example", ["alice@example.test", "bob@example.test"], message("r1"), source="127.0.0.7") is None
+        refused = send(tern, "a@client.example", ["alice@example.test", "bob@example.test"], message("r2"), source="127.0.0.7")
+        assert refused and refused[:2] == ("rcpt", 450), refused       # the fourth recipient
+        refused = send(tern, "a@client.example", ["alice@example.test"], message("r3"), source="127.0.0.7")
+        assert refused and refused[:2] == ("mail", 450), refused       # the third message
+        # Three connections so far: the fourth is refused at once.
+        with socket.create_connection(("127.0.0.1", tern.port), timeout=10, source_address=("127.0.0.7", 0)) as s:
+            greeting = s.recv(512)
+        assert greeting.startswith(b"421 4.7.0"), greeting
+        # Another client has its own counters.
+        assert send(tern, "a@client.example", ["alice@example.test"], message("r4"), source="127.0.0.8") is None
+        log = tern.read_log()
+        assert "reason=recipient_rate" in log and "reason=message_rate" in log and "reason=connection_rate" in log
+
+
+def test_helo_checks():
+    with Tern(trusted="", extra='[checks]\nhelo = "reject"\n') as tern:
+        # From loopback, naming us or localhost is true, so only the other findings can be tried.
+        for helo, taken in [("client", False), ("127.0.0.9", False), ("bad_name!", False), ("[127.0.0.9]", True),
+                            ("[127.0.0.10]", False), ("mail.client.example", True), ("mx.example.test", True)]:
+            result = send(tern, "a@client.example", ["alice@example.test"], message("helo " + helo), source="127.0.0.9",
+                          helo=helo)
+            assert (result is None) == taken, (helo, result)
+            if not taken:
+                assert result[:2] == ("rcpt", 550) and "Helo command rejected" in result[2], (helo, result)

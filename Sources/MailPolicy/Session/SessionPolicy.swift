@@ -135,24 +135,34 @@ public struct SessionPolicy: Sendable {
         facts.helo = name
         facts.heloFindings = findings
         if configuration.helo == .reject, sessionRefusal == nil,
-            let finding = ["invalid", "bare_ip", "ip_literal_mismatch", "impersonation", "localhost"].first(
-                where: findings.contains)
+            let finding = Self.refusedHELOFindings.first(where: { findings.contains($0.rawValue) })
         {
             sessionRefusal = (
                 SMTPReply(550, EnhancedStatusCode(5, 7, 1), "Helo command rejected: \(Self.heloText(finding))"),
-                "helo_\(finding)"
+                "helo_\(finding.rawValue)"
             )
         }
         applySessionRules(at: .helo)
     }
 
-    private static func heloText(_ finding: String) -> String {
+    /// What `[checks] helo = "reject"` refuses: names that are no names, and lies about who
+    /// the client is (Postfix's reject_invalid_helo_hostname and reject_non_fqdn_helo_hostname,
+    /// and the claim to be us). A name that does not resolve is left to rules: many honest
+    /// servers have one.
+    static let refusedHELOFindings: [HELOFinding] = [
+        .invalidSyntax, .bareAddress, .addressMismatch, .notFullyQualified, .claimsOurName, .claimsOurAddress,
+        .localhost,
+    ]
+
+    private static func heloText(_ finding: HELOFinding) -> String {
         switch finding {
-        case "invalid": "Invalid name"
-        case "bare_ip": "An address needs brackets, as in [192.0.2.1]"
-        case "ip_literal_mismatch": "The address literal is not your address"
-        case "impersonation": "You are not me"
-        default: "Host not found"
+        case .invalidSyntax: "Invalid name"
+        case .bareAddress: "An address needs brackets, as in [192.0.2.1]"
+        case .addressMismatch: "The address literal is not your address"
+        case .notFullyQualified: "Need a fully qualified host name"
+        case .claimsOurName, .claimsOurAddress: "You are not me"
+        case .localhost: "You are not localhost"
+        case .unresolvable, .lookupFailed: "Host not found"
         }
     }
 

@@ -367,9 +367,7 @@ extension ConfigurationReader {
         return conditions
     }
 
-    static let heloFindings: Set<String> = [
-        "invalid", "ip_literal_mismatch", "bare_ip", "not_fqdn", "impersonation", "localhost", "unresolvable",
-    ]
+    static let heloFindings = Set(HELOFinding.allCases.map(\.rawValue))
 
     /// A string or an array of strings.
     mutating func strings(_ table: TOMLTable, _ path: String, _ key: String) -> [String] {

@@ -29,7 +29,7 @@ import Testing
 
             [[rules]]
             name = "no-fcrdns"
-            if = { client_name = "unknown", helo_finding = ["not_fqdn", "bare_ip"] }
+            if = { client_name = "unknown", helo_finding = ["not_fqdn", "bare_address"] }
             action = "score"
             score = 2.5
 
