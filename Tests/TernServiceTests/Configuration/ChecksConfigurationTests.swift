@@ -1,3 +1,4 @@
+import Foundation
 import MailPolicy
 import SMTPProtocol
 import Testing
@@ -170,5 +171,23 @@ import Testing
     ])
     func problemsAreNamed(text: String, expected: String) {
         #expect(problems(text) == [expected])
+    }
+}
+
+@Suite struct DocumentedConfigurationTests {
+    /// The example policies in docs/configuration.md are valid configurations: the
+    /// documentation cannot drift from the reader. (The complete example names files that only
+    /// exist on a real server.)
+    @Test func examplePoliciesInTheDocsAreValid() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../../docs/configuration.md").standardized.path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let blocks = text.components(separatedBy: "```toml\n").dropFirst().map {
+            $0.components(separatedBy: "```")[0]
+        }.filter { $0.contains("[[rules]]") }
+        #expect(!blocks.isEmpty)
+        for block in blocks {
+            #expect(problems(block) == [], "\(block.prefix(200))")
+        }
     }
 }
