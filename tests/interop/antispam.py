@@ -148,3 +148,89 @@ def test_helo_checks():
             assert (result is None) == taken, (helo, result)
             if not taken:
                 assert result[:2] == ("rcpt", 550) and "Helo command rejected" in result[2], (helo, result)
+
+
+# ---- rules and actions --------------------------------------------------------------------
+
+RULES = '''
+[[rules]]
+name = "hold"
+if = { header = { Subject = "*hold me*" } }
+action = "quarantine"
+
+[[rules]]
+name = "lottery"
+if = { header = { Subject = "*lottery*" } }
+action = "reject"
+reply = "550 5.7.1 No lotteries here"
+
+[[rules]]
+name = "later"
+if = { sender = "slow@*" }
+action = "defer"
+reply = "450 4.7.1 Come back tomorrow"
+
+[[rules]]
+name = "mark"
+if = { header = { Subject = "*cheap*" } }
+action = "tag"
+header = "X-Spam-Flag: YES"
+subject_prefix = "[SPAM] "
+
+[[rules]]
+name = "old address"
+if = { recipient = "sales@example.test" }
+action = "redirect"
+redirect = "bob@example.test"
+
+[[rules]]
+name = "void"
+if = { header = { Subject = "*drop me*" } }
+action = "discard"
+'''
+
+
+def test_rules_tag_refuse_defer_redirect_discard():
+    with Tern(trusted="", extra=RULES) as tern:
+        refused = send(tern, "a@client.example", ["alice@example.test"], message("win the lottery"))
+        assert refused == ("data", 550, "5.7.1 No lotteries here"), refused
+        deferred = send(tern, "slow@client.example", ["alice@example.test"], message("x"))
+        assert deferred == ("mail", 450, "4.7.1 Come back tomorrow"), deferred
+        assert send(tern, "a@client.example", ["alice@example.test"], message("cheap pills")) is None
+        [tagged] = tern.wait_for_maildir("alice", 1)
+        assert b"\r\nX-Spam-Flag: YES\r\n" in tagged or tagged.startswith(b"X-Spam-Flag: YES\r\n"), tagged
+        assert b"\nSubject: [SPAM] cheap pills\r\n" in tagged, tagged
+        assert send(tern, "a@client.example", ["sales@example.test"], message("for sales")) is None
+        [redirected] = tern.wait_for_maildir("bob", 1)
+        assert b"for sales" in redirected
+        assert send(tern, "a@client.example", ["alice@example.test"], message("please drop me")) is None
+        time.sleep(1)
+        assert len(tern.maildir("alice")) == 1
+        log = tern.read_log()
+        assert "event=discard" in log and "event=redirect" in log and 'rules=mark' in log, log[-3000:]
+
+
+def test_quarantine_and_release():
+    with Tern(trusted="", extra=RULES) as tern:
+        assert send(tern, "a@client.example", ["alice@example.test"], message("hold me please")) is None
+        time.sleep(1)
+        assert tern.maildir("alice") == []
+        [listing] = tern.queue()
+        assert listing["held"], listing
+        listed = tern.tern("queue", "list").stdout.decode()
+        assert f"{listing['id']}!" in listed, listed
+        tern.tern("queue", "release", listing["id"])
+        [released] = tern.wait_for_maildir("alice", 1)
+        assert b"hold me please" in released
+        assert "event=quarantine" in tern.read_log()
+
+
+def test_forged_authentication_results_removed():
+    forged = (b"Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=ceo@example.test\r\n"
+              b"Authentication-Results: (comment) MX.Example.Test; dkim=pass\r\n"
+              b"Authentication-Results: other.example; spf=fail\r\n")
+    with Tern(trusted="", extra=RULES) as tern:
+        assert send(tern, "a@client.example", ["alice@example.test"], forged + message("forged")) is None
+        [delivered] = tern.wait_for_maildir("alice", 1)
+        assert b"mx.example.test; spf=pass" not in delivered and b"MX.Example.Test" not in delivered, delivered
+        assert b"Authentication-Results: other.example; spf=fail" in delivered
