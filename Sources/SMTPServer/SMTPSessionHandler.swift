@@ -387,7 +387,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
                     messageID: "<\(id).\(now)@\(server.settings.hostname)>",
                     date: MessageDate.format(secondsSince1970: now))
             let message = IncomingMessage(spool: spool, limits: server.settings.limits, completion: completion)
-            message.observer = server.checks?.makeContentObserver?()
+            message.observer = server.checks?.makeContentObserver?(isInbound)
             try message.writeTrace(received)
             incoming = message
             return next

@@ -91,6 +91,30 @@ extension TernConfiguration {
             }
         }
 
+        if checks.spf != .off {
+            let checker = SPFChecker(resolver: resolver)
+            let receiver = hostname
+            services.spf = { client, sender, helo in
+                let verdict = await checker.check(client: client, sender: sender, helo: helo, receiver: receiver)
+                let mailFrom = verdict.identity == .mailfrom
+                return SPFFacts(
+                    result: verdict.result.rawValue, property: mailFrom ? "mailfrom" : "helo",
+                    value: mailFrom ? sender : helo, domain: verdict.domain,
+                    explanation: verdict.explanation ?? verdict.problem,
+                    receivedSPF: verdict.receivedSPFField().withoutFinalCRLF)
+            }
+        }
+
+        var content = ContentChecks(spf: checks.spf != .off, logger: logger)
+        if checks.dmarc != .off {
+            let list = try await threadPool.runIfActive { try PublicSuffixList() }
+            content.dmarc = DMARCEvaluator(resolver: resolver, publicSuffixList: list)
+        }
+        if content.isActive {
+            let contentChecks = content
+            services.content = { input in await contentChecks.run(input) }
+        }
+
         /// One limiter per rate: each has its own window.
         func limiter(_ rate: RateLimit?, _ kind: RateLimitKind) -> RateLimiter? {
             guard let rate else { return nil }

@@ -234,3 +234,43 @@ def test_forged_authentication_results_removed():
         [delivered] = tern.wait_for_maildir("alice", 1)
         assert b"mx.example.test; spf=pass" not in delivered and b"MX.Example.Test" not in delivered, delivered
         assert b"Authentication-Results: other.example; spf=fail" in delivered
+
+
+# ---- SPF ------------------------------------------------------------------------------------
+
+def spf_zone():
+    records = {
+        "pass.test": [("TXT", "v=spf1 ip4:127.0.0.20 -all")],
+        "fail.test": [("TXT", "v=spf1 -all")],
+        "soft.test": [("TXT", "v=spf1 ~all")],
+        "neutral.test": [("TXT", "v=spf1 ?all")],
+        "temp.test": [("SERVFAIL",)],
+        "include.test": [("TXT", "v=spf1 include:pass.test -all")],
+        "redirect.test": [("TXT", "v=spf1 redirect=include.test")],
+        "broken-include.test": [("TXT", "v=spf1 include:nothing.test -all")],
+        "limit.test": [("TXT", "v=spf1 " + " ".join(f"a:h{n}.test" for n in range(1, 12)) + " ip4:127.0.0.20 -all")],
+        "ten.test": [("TXT", "v=spf1 " + " ".join(f"a:h{n}.test" for n in range(1, 11)) + " ip4:127.0.0.20 -all")],
+        "void.test": [("TXT", "v=spf1 a:v1.test a:v2.test a:v3.test ip4:127.0.0.20 -all")],
+    }
+    for n in range(1, 12):
+        records[f"h{n}.test"] = [("A", "127.0.0.99")]
+    return records
+
+
+def test_spf_results_and_limits():
+    with DNS(spf_zone()) as dns, Tern(trusted="", dns_port=dns.port, extra='[checks]\nspf = "reject"\n') as tern:
+        refused = send(tern, "x@fail.test", ["alice@example.test"], message("spf fail"), source="127.0.0.20")
+        assert refused and refused[:2] == ("mail", 550) and refused[2].startswith("5.7.23"), refused
+        expected = [("pass.test", "pass"), ("soft.test", "softfail"), ("neutral.test", "neutral"),
+                    ("temp.test", "temperror"), ("include.test", "pass"), ("redirect.test", "pass"),
+                    ("broken-include.test", "permerror"), ("limit.test", "permerror"), ("ten.test", "pass"),
+                    ("void.test", "permerror"), ("nospf.test", "none")]
+        for number, (domain, _) in enumerate(expected):
+            result = send(tern, f"x@{domain}", ["alice@example.test"], message(f"spf {number}"), source="127.0.0.20")
+            assert result is None, (domain, result)
+        delivered = tern.wait_for_maildir("alice", len(expected))
+        for number, (domain, result) in enumerate(expected):
+            [found] = [m for m in delivered if f"Subject: spf {number}\r\n".encode() in m]
+            header = found.split(b"\r\n\r\n")[0].decode()
+            assert f"Received-SPF: {result} " in header, (domain, header)
+            assert f"spf={result} smtp.mailfrom=x@{domain}" in header.replace("\r\n\t", " "), (domain, header)

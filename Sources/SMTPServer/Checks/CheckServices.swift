@@ -1,3 +1,4 @@
+import MailMessage
 import MailPolicy
 import NIOCore
 import SMTPProtocol
@@ -19,8 +20,9 @@ public struct CheckServices: Sendable {
     public var admitConnection: (@Sendable (_ client: String) -> Bool)?
     public var admitMessage: (@Sendable (_ client: String) -> Bool)?
     public var admitRecipient: (@Sendable (_ client: String) -> Bool)?
-    /// A fresh content observer per message: it sees the content as it streams in (DKIM).
-    public var makeContentObserver: (@Sendable () -> any ContentObserver)?
+    /// A fresh content observer per message: it sees the content as it streams in (DKIM
+    /// verifies inbound mail, signs the rest). Nil when there is nothing to observe.
+    public var makeContentObserver: (@Sendable (_ inbound: Bool) -> (any ContentObserver)?)?
     /// DKIM, DMARC and the content filters at the end of the content.
     public var content: (@Sendable (ContentCheckInput) async -> ContentFacts)?
     /// Content larger than this is not given to the filters.
@@ -54,7 +56,8 @@ public struct DNSListFacts: Sendable, Hashable {
 public struct SPFFacts: Sendable, Hashable {
     /// RFC 8601 result name.
     public var result: String
-    /// The identity checked: `smtp.mailfrom` or `smtp.helo`, and its domain or mailbox.
+    /// The identity checked: `mailfrom` or `helo` (RFC 8601 `smtp.mailfrom`, `smtp.helo`),
+    /// and its mailbox or name.
     public var property: String
     public var value: String
     public var explanation: String?
@@ -108,7 +111,7 @@ public struct ContentFacts: Sendable {
     public var dmarc: SessionPolicy.DMARCOutcome?
     public var filters: [SessionPolicy.FilterResult]
     /// RFC 8601 method results (`dkim=pass header.d=… header.s=…`), in order.
-    public var authenticationResults: [String]
+    public var authenticationResults: [AuthenticationResults.MethodResult]
     /// Fields the filters asked to add (`X-Spam-Status: …`), without CRLF.
     public var filterFields: [String]
     /// A DKIM signature to prepend (`DKIM-Signature: …`), without the final CRLF.
@@ -116,7 +119,7 @@ public struct ContentFacts: Sendable {
 
     public init(
         dkim: String? = nil, dmarc: SessionPolicy.DMARCOutcome? = nil, filters: [SessionPolicy.FilterResult] = [],
-        authenticationResults: [String] = [], filterFields: [String] = [], signature: String? = nil
+        authenticationResults: [AuthenticationResults.MethodResult] = [], filterFields: [String] = [], signature: String? = nil
     ) {
         self.dkim = dkim
         self.dmarc = dmarc

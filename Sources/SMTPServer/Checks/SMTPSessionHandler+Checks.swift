@@ -239,7 +239,8 @@ extension SMTPSessionHandler {
             var added: [String] = []
             if let signature = facts.signature { added.append(signature) }
             if !facts.authenticationResults.isEmpty {
-                added.append(Self.authenticationResultsField(hostname, facts.authenticationResults))
+                let field = AuthenticationResults(authservID: hostname, results: facts.authenticationResults).field
+                added.append(field.withoutFinalCRLF)
             }
             if let receivedSPF = input.spf?.receivedSPF { added.append(receivedSPF) }
             added += facts.filterFields
@@ -308,55 +309,19 @@ extension SMTPSessionHandler {
         }
     }
 
-    /// `Authentication-Results: host; method=result …` (RFC 8601 §2.2), one result a line.
-    static func authenticationResultsField(_ hostname: String, _ results: [String]) -> String {
-        "Authentication-Results: \(hostname);" + results.map { "\r\n\t\($0)" }.joined(separator: ";")
-    }
-
     /// RFC 8601 §5: an `Authentication-Results:` field from outside that names our authserv-id
     /// claims checks we never made; it is removed.
     static func claimsOurChecks(_ field: HeaderSection.Field, hostname: String) -> Bool {
         guard field.hasName("Authentication-Results") else { return false }
-        return AuthenticationResultsID.authservID(ofFieldValue: field.unfoldedValue)?.lowercased()
+        return AuthenticationResults.authservID(ofFieldValue: field.unfoldedValue)?.lowercased()
             == hostname.lowercased()
     }
 }
 
-/// Reads the authserv-id that begins an `Authentication-Results:` value (RFC 8601 §2.2:
-/// `[CFWS] authserv-id [CFWS authres-version] ...`), skipping comments.
-enum AuthenticationResultsID {
-    static func authservID(ofFieldValue value: String) -> String? {
-        var text = Substring(value)
-        skipCFWS(&text)
-        if text.first == "\"" {
-            text.removeFirst()
-            guard let end = text.firstIndex(of: "\"") else { return nil }
-            return String(text[..<end])
-        }
-        let id = text.prefix { !$0.isWhitespace && $0 != ";" && $0 != "(" }
-        return id.isEmpty ? nil : String(id)
-    }
-
-    private static func skipCFWS(_ text: inout Substring) {
-        while let first = text.first {
-            if first.isWhitespace {
-                text.removeFirst()
-            } else if first == "(" {
-                var depth = 0
-                while let character = text.first {
-                    text.removeFirst()
-                    if character == "\\" {
-                        if !text.isEmpty { text.removeFirst() }
-                    } else if character == "(" {
-                        depth += 1
-                    } else if character == ")" {
-                        depth -= 1
-                        if depth == 0 { break }
-                    }
-                }
-            } else {
-                return
-            }
-        }
+extension String {
+    /// A header field as the builders write it, without its final CRLF (a single Character in
+    /// Swift, so `dropLast(2)` would take a letter too).
+    public var withoutFinalCRLF: String {
+        hasSuffix("\r\n") ? String(dropLast()) : self
     }
 }
