@@ -274,3 +274,33 @@ def test_spf_results_and_limits():
             header = found.split(b"\r\n\r\n")[0].decode()
             assert f"Received-SPF: {result} " in header, (domain, header)
             assert f"spf={result} smtp.mailfrom=x@{domain}" in header.replace("\r\n\t", " "), (domain, header)
+
+
+# ---- DMARC ----------------------------------------------------------------------------------
+
+def test_dmarc_reject_quarantine_none():
+    records = spf_zone()
+    for name, policy in [("rej", "p=reject"), ("quar", "p=quarantine"), ("none", "p=none"),
+                         ("sampled", "p=reject; pct=0")]:
+        records[f"{name}.test"] = [("TXT", "v=spf1 -all")]
+        records[f"_dmarc.{name}.test"] = [("TXT", f"v=DMARC1; {policy}")]
+    records["_dmarc.pass.test"] = [("TXT", "v=DMARC1; p=reject")]
+    extra = '[checks]\nspf = "tag"\ndmarc = "enforce"\n'
+    with DNS(records) as dns, Tern(trusted="", dns_port=dns.port, extra=extra) as tern:
+        def attempt(domain, subject):
+            return send(tern, f"x@{domain}", ["alice@example.test"], message(subject, sender=f"boss@{domain}"),
+                        source="127.0.0.20")
+        refused = attempt("rej.test", "dmarc reject")
+        assert refused and refused[:2] == ("data", 550) and "5.7.1" in refused[2] and "DMARC" in refused[2], refused
+        assert attempt("quar.test", "dmarc quarantine") is None
+        assert attempt("sampled.test", "dmarc sampled out") is None   # pct=0: reject becomes quarantine
+        assert attempt("none.test", "dmarc none") is None
+        assert attempt("pass.test", "dmarc pass") is None
+        delivered = tern.wait_for_maildir("alice", 2)
+        time.sleep(0.5)
+        assert len(tern.maildir("alice")) == 2
+        text = b"\n".join(delivered).decode()
+        assert "dmarc=fail" in text and "header.from=none.test" in text, text
+        assert "dmarc=pass" in text and "header.from=pass.test" in text, text
+        held = [m for m in tern.queue() if m["held"]]
+        assert len(held) == 2, tern.queue()
