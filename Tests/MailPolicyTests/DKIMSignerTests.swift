@@ -111,6 +111,20 @@ import Testing
         #expect(throws: DKIMSigningError.headerTooLong(limit: 50)) { try signer.signatureField(now: Self.now) }
     }
 
+    @Test func invalidNamesAndFieldNamesAreRefusedOrSkipped() throws {
+        let key = try Self.fixtureKey("ed25519.pem")
+        for (domain, selector) in [("example", "s"), ("example.test", "s;t"), ("exa mple.test", "s")] {
+            let signer = DKIMSigner(domain: domain, selector: selector, key: key)
+            signer.append(ByteBuffer(bytes: Self.message))
+            #expect(throws: DKIMSigningError.self) { try signer.signatureField(now: Self.now) }
+        }
+        let signer = DKIMSigner(
+            domain: "example.test", selector: "s", key: key, headers: ["To", "Bad:Name", "", "Sub ject"])
+        signer.append(ByteBuffer(bytes: Self.message))
+        let field = try signer.signatureField(now: Self.now).replacingOccurrences(of: "\r\n\t", with: "")
+        #expect(field.contains("h=From:To:From;"))
+    }
+
     /// The published record of the fixture keys is what make-fixtures.py computed with openssl.
     @Test func publicKeyRecordsMatchOpenSSL() throws {
         let records = try DKIMFixtures.records()

@@ -32,7 +32,7 @@ public final class DKIMSigner {
     private var bodyDigest: [UInt8]?
 
     /// - Parameters:
-    ///   - domain: `d=`, the signing domain.
+    ///   - domain: `d=`, the signing domain (`signatureField` throws when it is no domain name).
     ///   - selector: `s=`, under which the public key is published.
     ///   - headers: the names of the fields to sign when present; `From` is always signed, and
     ///     signed once more than it occurs so that no From can be added later (§8.15).
@@ -57,13 +57,20 @@ public final class DKIMSigner {
     /// The message has ended: the complete `DKIM-Signature: ...\r\n` field, folded, to be
     /// prepended to the message. `now` becomes `t=`.
     public func signatureField(now: Date) throws(DKIMSigningError) -> String {
+        guard DKIMSignature.isDomainName(domain, labels: 2) else { throw .invalidName("domain \(domain)") }
+        guard DKIMSignature.isDomainName(selector, labels: 1) else { throw .invalidName("selector \(selector)") }
         collector.finish()
         guard !collector.overflowed else { throw .headerTooLong(limit: collector.limit) }
         if bodyDigest == nil { bodyDigest = bodyHash.finish().digest }
         let fields = HeaderField.split(headerSection: collector.headerSection)
 
         var spelling: [String: String] = [:]
-        for name in headers + ["From"] { spelling[name.lowercased()] = spelling[name.lowercased()] ?? name }
+        // RFC 5322 §3.6.8: a field name is printable ASCII without the colon; others cannot
+        // name a field and would break the h= list.
+        for name in headers + ["From"] where !name.isEmpty && name.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != 58 })
+        {
+            spelling[name.lowercased()] = spelling[name.lowercased()] ?? name
+        }
         var signed = fields.compactMap { spelling[$0.name.lowercased()] }
         signed.append(spelling["from"]!)
 
@@ -140,10 +147,13 @@ private struct FoldingWriter {
 /// Why a message cannot be signed.
 public enum DKIMSigningError: Error, Sendable, Hashable, CustomStringConvertible {
     case headerTooLong(limit: Int)
+    /// The domain or selector is not a DNS name.
+    case invalidName(String)
     case signing(String)
 
     public var description: String {
         switch self {
+        case .invalidName(let what): "cannot sign with \(what): not a DNS name"
         case .headerTooLong(let limit): "header section longer than \(limit) octets"
         case .signing(let reason): reason
         }
