@@ -8,7 +8,7 @@ struct Tern: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tern",
         abstract: "Tern, a mail transfer agent.",
-        subcommands: [Serve.self, CheckConfig.self, Queue.self, User.self, Sendmail.self])
+        subcommands: [Serve.self, CheckConfig.self, Queue.self, User.self, DKIM.self, Sendmail.self])
 }
 
 /// `--config FILE`, shared by every subcommand; without it, the embedded default (SPEC §1.4).
