@@ -105,14 +105,30 @@ extension TernConfiguration {
             }
         }
 
-        var content = ContentChecks(spf: checks.spf != .off, logger: logger)
+        var content = ContentChecks(
+            spf: checks.spf != .off, dkimVerify: checks.dkimVerify, resolver: resolver, logger: logger)
+        for signing in dkim {
+            do {
+                content.signing.append(
+                    DKIMSigningIdentity(
+                        domain: signing.domain, selector: signing.selector,
+                        key: try DKIMKey(contentsOfFile: signing.privateKey)))
+            } catch {
+                throw TernServiceError.configuration(
+                    "[[dkim]] \(signing.domain): cannot sign with \(signing.privateKey): \(error)")
+            }
+        }
         if checks.dmarc != .off {
             let list = try await threadPool.runIfActive { try PublicSuffixList() }
             content.dmarc = DMARCEvaluator(resolver: resolver, publicSuffixList: list)
         }
         if content.isActive {
             let contentChecks = content
+            let headerLimit = limits.maxHeaderSize
             services.content = { input in await contentChecks.run(input) }
+            services.makeContentObserver = { inbound in
+                contentChecks.makeObserver(inbound: inbound, headerLimit: headerLimit)
+            }
         }
 
         /// One limiter per rate: each has its own window.

@@ -174,10 +174,12 @@ struct TaskService: Service {
 
 public enum TernServiceError: Error, CustomStringConvertible {
     case tls(String)
+    /// A configured file cannot serve (a DKIM key, say).
+    case configuration(String)
 
     public var description: String {
         switch self {
-        case .tls(let message): message
+        case .tls(let message), .configuration(let message): message
         }
     }
 }

@@ -6,14 +6,19 @@ SPF, DKIM and DMARC records. dkimpy signs and verifies, opendkim-testmsg verifie
 SpamAssassin spamd scores. Nobody is in trusted_networks unless a test says so.
 """
 
+import base64
 import os
+import re
+import shutil
 import smtplib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from harness import Tern  # noqa: E402
 from peers import DNS  # noqa: E402
 
@@ -304,3 +309,123 @@ def test_dmarc_reject_quarantine_none():
         assert "dmarc=pass" in text and "header.from=pass.test" in text, text
         held = [m for m in tern.queue() if m["held"]]
         assert len(held) == 2, tern.queue()
+
+
+# ---- DKIM -----------------------------------------------------------------------------------
+
+SYSTEM_PYTHON = "/usr/bin/python3"   # Debian's, with python3-dkim (dkimpy)
+
+
+def dkimpy(script, stdin):
+    result = subprocess.run([SYSTEM_PYTHON, "-c", script], input=stdin, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout
+
+
+def rsa_key(folder, name):
+    """An RSA 2048 key made by openssl: (private key path, DKIM record text)."""
+    key = os.path.join(folder, f"{name}.pem")
+    subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True)
+    der = subprocess.run(["openssl", "rsa", "-in", key, "-pubout", "-outform", "DER"], check=True,
+                         capture_output=True).stdout
+    return key, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+
+
+def keygen_record(output):
+    """The record text of `tern dkim keygen`'s zone-file lines: its quoted strings joined."""
+    return "".join(re.findall(r'"([^"]*)"', output.split("\n\n")[0]))
+
+
+def test_dkimpy_signatures_verified():
+    with DNS({}) as dns, Tern(trusted="", dns_port=dns.port, extra="[checks]\ndkim_verify = true\n") as tern:
+        key, record = rsa_key(tern.folder, "signer")
+        dns.records["sel._domainkey.signer.test"] = [("TXT", record)]
+        sign = ("import sys, dkim; m = sys.stdin.buffer.read(); "
+                f"sys.stdout.buffer.write(dkim.sign(m, b'sel', b'signer.test', open('{key}','rb').read(), "
+                "canonicalize=(b'relaxed', b'simple'), include_headers=[b'from', b'to', b'subject']) + m)")
+        signed = dkimpy(sign, message("signed by dkimpy", sender="news@signer.test"))
+        tampered = dkimpy(sign, message("tampered", sender="news@signer.test")).replace(b"Hello.", b"Hello!")
+        assert send(tern, "news@signer.test", ["alice@example.test"], signed) is None
+        assert send(tern, "news@signer.test", ["alice@example.test"], tampered) is None
+        assert send(tern, "news@signer.test", ["alice@example.test"], message("unsigned")) is None
+        delivered = tern.wait_for_maildir("alice", 3)
+        results = {}
+        for found in delivered:
+            header = found.split(b"\r\n\r\n")[0].decode().replace("\r\n\t", " ")
+            subject = header.split("Subject: ")[1].split("\r\n")[0]
+            results[subject] = header.split("Authentication-Results: mx.example.test;")[1].split("\r\n")[0]
+        assert "dkim=pass" in results["signed by dkimpy"] and "header.d=signer.test" in results["signed by dkimpy"], results
+        assert "dkim=fail" in results["tampered"], results
+        assert "dkim=none" in results["unsigned"], results
+
+
+def opendkim_verifies(folder, signed, name, record):
+    """opendkim-testmsg reads keys from the DNS only (through glibc and /etc/resolv.conf), so it
+    runs in its own mount and network namespace with dnsmasq serving the one record."""
+    script = os.path.join(folder, "opendkim.sh")
+    with open(os.path.join(folder, "signed.eml"), "wb") as f:
+        f.write(signed)
+    with open(os.path.join(folder, "resolv.conf"), "w") as f:
+        f.write("nameserver 127.0.0.1\n")
+    chunks = ",".join(record[i:i + 200] for i in range(0, len(record), 200))
+    with open(script, "w") as f:
+        f.write(f'''ip link set lo up
+mount --bind {folder}/resolv.conf /etc/resolv.conf
+dnsmasq --keep-in-foreground --no-resolv --no-hosts --listen-address=127.0.0.1 --bind-interfaces --port=53 \\
+  --user=root --pid-file={folder}/dnsmasq.pid "--txt-record={name},{chunks}" &
+DNS=$!
+sleep 0.5
+opendkim-testmsg < {folder}/signed.eml; status=$?
+kill $DNS
+exit $status
+''')
+    result = subprocess.run(["unshare", "-mn", "bash", script], capture_output=True, timeout=60)
+    return result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_tern_signatures_verify_with_dkimpy_and_opendkim():
+    folder = tempfile.mkdtemp(prefix="tern-dkim-")
+    keys = {}
+    for kind in ("rsa", "ed25519"):
+        path = os.path.join(folder, f"{kind}.pem")
+        out = subprocess.run([harness.TERN, "dkim", "keygen", "example.test", f"s{kind}", "--type", kind,
+                              "--output", path], capture_output=True, check=True).stdout.decode()
+        keys[kind] = (path, keygen_record(out))
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        again = subprocess.run([harness.TERN, "dkim", "keygen", "example.test", f"s{kind}", "--output", path],
+                               capture_output=True)
+        assert again.returncode != 0, "keygen must not overwrite a key"
+    for kind, (path, record) in keys.items():
+        extra = f'[[dkim]]\ndomain = "example.test"\nselector = "s{kind}"\nprivate_key = "{path}"\n'
+        with Tern(extra=extra) as tern:   # 127.0.0.1 is trusted: its mail is signed
+            data = message(f"signed by tern {kind}", sender="alice@example.test")
+            assert send(tern, "alice@example.test", ["bob@example.test"], data) is None
+            [signed] = tern.wait_for_maildir("bob", 1)
+            assert signed.count(b"DKIM-Signature:") == 1, signed
+            # Maildir adds Return-Path and Delivered-To above the signature: both verifiers
+            # skip fields the signature does not name.
+            verify = ("import sys, dkim; m = sys.stdin.buffer.read(); "
+                      f"ok = dkim.verify(m, dnsfunc=lambda name, timeout=5: {record!r}.encode()); "
+                      "sys.exit(0 if ok else 1)")
+            assert subprocess.run([SYSTEM_PYTHON, "-c", verify], input=signed, timeout=60).returncode == 0, kind
+            tampered = signed.replace(b"Hello.", b"Hello!")
+            assert subprocess.run([SYSTEM_PYTHON, "-c", verify], input=tampered, timeout=60).returncode == 1, kind
+            ok, output = opendkim_verifies(tern.folder, signed, f"s{kind}._domainkey.example.test", record)
+            assert ok, (kind, output)
+            ok, output = opendkim_verifies(tern.folder, tampered, f"s{kind}._domainkey.example.test", record)
+            assert not ok, (kind, output)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_unusable_dkim_key_is_a_configuration_problem():
+    folder = tempfile.mkdtemp(prefix="tern-dkim-")
+    small = os.path.join(folder, "small.pem")
+    subprocess.run(["openssl", "genrsa", "-out", small, "1024"], check=True, capture_output=True)
+    extra = f'[[dkim]]\ndomain = "example.test"\nselector = "s1"\nprivate_key = "{small}"\n'
+    tern = Tern(extra=extra)
+    try:
+        problems = tern.config_problems()
+        assert "dkim[0].private_key: cannot sign with" in problems and "1024 bits" in problems, problems
+    finally:
+        tern.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)

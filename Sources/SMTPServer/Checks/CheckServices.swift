@@ -119,7 +119,8 @@ public struct ContentFacts: Sendable {
 
     public init(
         dkim: String? = nil, dmarc: SessionPolicy.DMARCOutcome? = nil, filters: [SessionPolicy.FilterResult] = [],
-        authenticationResults: [AuthenticationResults.MethodResult] = [], filterFields: [String] = [], signature: String? = nil
+        authenticationResults: [AuthenticationResults.MethodResult] = [], filterFields: [String] = [],
+        signature: String? = nil
     ) {
         self.dkim = dkim
         self.dmarc = dmarc

@@ -127,6 +127,14 @@ extension ConfigurationReader {
             return nil
         }
         guard let domain, let selector, let privateKey else { return nil }
+        if readKeyFiles {
+            do {
+                _ = try DKIMKey(contentsOfFile: privateKey)
+            } catch {
+                problem("\(path).private_key", "cannot sign with \(privateKey): \(error)")
+                return nil
+            }
+        }
         return DKIMSigningKey(domain: domain.lowercased(), selector: selector, privateKey: privateKey)
     }
 

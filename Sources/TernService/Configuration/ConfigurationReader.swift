@@ -18,12 +18,16 @@ extension TernConfiguration {
             throw ConfigurationError(problems: [ConfigurationProblem(key: "", line: nil, message: error.message)])
         }
         let folder = absolute.split(separator: "/").dropLast().joined(separator: "/")
-        return try parse(text, baseDirectory: "/" + folder)
+        return try parse(text, baseDirectory: "/" + folder, readKeyFiles: true)
     }
 
     /// Parses and checks configuration text; relative paths resolve against `baseDirectory`.
-    /// Throws every problem found, each with its key and line, in line order.
-    public static func parse(_ text: String, baseDirectory: String) throws(ConfigurationError) -> TernConfiguration {
+    /// Throws every problem found, each with its key and line, in line order. With
+    /// `readKeyFiles`, the `[[dkim]]` keys are loaded too, so that a bad key is a configuration
+    /// problem rather than a start-up failure.
+    public static func parse(
+        _ text: String, baseDirectory: String, readKeyFiles: Bool = false
+    ) throws(ConfigurationError) -> TernConfiguration {
         let document: TOMLTable
         do {
             document = try TOMLTable(string: text)
@@ -35,6 +39,7 @@ extension TernConfiguration {
             throw ConfigurationError(problems: [ConfigurationProblem(key: "", line: nil, message: "\(error)")])
         }
         var reader = ConfigurationReader(lines: KeyLineIndex(source: text), baseDirectory: baseDirectory)
+        reader.readKeyFiles = readKeyFiles
         let configuration = reader.read(document)
         guard reader.problems.isEmpty else {
             // Stable: problems on one line keep the order they were found in.
@@ -84,6 +89,8 @@ struct ConfigurationReader {
     let lines: KeyLineIndex
     let baseDirectory: String
     private(set) var problems: [ConfigurationProblem] = []
+    /// Load `[[dkim]]` private keys and report those that cannot sign.
+    var readKeyFiles = false
 
     init(lines: KeyLineIndex, baseDirectory: String) {
         self.lines = lines
