@@ -218,7 +218,7 @@ public struct SessionPolicy: Sendable {
                     550, EnhancedStatusCode(5, 7, 1),
                     "Service unavailable; client [\(facts.client.map { "\($0)" } ?? "unknown")] blocked by DNS list policy"
                 ),
-                "score \(facts.score)"
+                "score \(Self.format(facts.score))"
             )
         }
         return nil
