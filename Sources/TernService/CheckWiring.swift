@@ -2,6 +2,7 @@ import DNSClient
 import Foundation
 import Logging
 import MailPolicy
+import NIOCore
 import NIOPosix
 import SMTPProtocol
 import SMTPServer
@@ -121,6 +122,20 @@ extension TernConfiguration {
         if checks.dmarc != .off {
             let list = try await threadPool.runIfActive { try PublicSuffixList() }
             content.dmarc = DMARCEvaluator(resolver: resolver, publicSuffixList: list)
+        }
+        content.hostname = hostname
+        content.filterFailure = checks.filterFailure
+        let timeouts = FilterTimeouts(
+            connect: .seconds(min(10, max(1, checks.filterTimeout.components.seconds))),
+            total: TimeAmount(checks.filterTimeout))
+        if let spamd = checks.spamd {
+            content.filters.append(SpamdFilter(endpoint: .tcp(host: spamd.host, port: spamd.port), timeouts: timeouts))
+        }
+        if let rspamd = checks.rspamd, let endpoint = FilterEndpoint(rspamd) {
+            content.filters.append(RspamdFilter(endpoint: endpoint, timeouts: timeouts))
+        }
+        if let milter = checks.milter {
+            content.filters.append(MilterFilter(endpoint: milter, timeouts: timeouts))
         }
         if content.isActive {
             let contentChecks = content

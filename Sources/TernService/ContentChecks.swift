@@ -44,10 +44,15 @@ struct ContentChecks: Sendable {
     var dkimVerify = false
     var resolver: any DNSClient.Resolver
     var signing: [DKIMSigningIdentity] = []
+    /// spamd, rspamd, the milter; asked together.
+    var filters: [any ContentFilter] = []
+    var filterFailure = FilterFailureAction.defer
+    /// Our host name, for the filters (a milter's `j` macro).
+    var hostname = ""
     var logger: Logger
 
     /// Whether there is anything to do at the end of the content.
-    var isActive: Bool { spf || dmarc != nil || dkimVerify || !signing.isEmpty }
+    var isActive: Bool { spf || dmarc != nil || dkimVerify || !signing.isEmpty || !filters.isEmpty }
 
     /// The observer for one message, if DKIM has anything to do with it.
     func makeObserver(inbound: Bool, headerLimit: Int) -> (any ContentObserver)? {
@@ -126,6 +131,7 @@ struct ContentChecks: Sendable {
                     AuthenticationResults.MethodResult(method: "dmarc", result: "permerror", reason: "\(error)"))
             }
         }
+        await runFilters(input, into: &facts)
         return facts
     }
 

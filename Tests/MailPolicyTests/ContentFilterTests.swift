@@ -188,16 +188,16 @@ func temporarySocketPath(_ name: String) -> String {
         ("lone\rCR", "lone\r\n\tCR"),
     ])
     func headerValuesAreNormalised(raw: String, expected: String) {
-        #expect(HeaderField.normalizedValue(Array(raw.utf8)) == expected)
+        #expect(FilterHeaderField.normalizedValue(Array(raw.utf8)) == expected)
     }
 
     @Test func headerNamesAreChecked() throws {
-        #expect(HeaderField.validatedName(Array("X-Spam-Flag".utf8)) == "X-Spam-Flag")
+        #expect(FilterHeaderField.validatedName(Array("X-Spam-Flag".utf8)) == "X-Spam-Flag")
         for bad in ["", "X Spam", "X-Spam:", "X-\u{7f}", "Ä"] {
-            #expect(HeaderField.validatedName(Array(bad.utf8)) == nil)
+            #expect(FilterHeaderField.validatedName(Array(bad.utf8)) == nil)
         }
         #expect(throws: FilterError.self) {
-            try HeaderField.validated(name: Array("Bad Name".utf8), value: Array("v".utf8), from: "test")
+            try FilterHeaderField.validated(name: Array("Bad Name".utf8), value: Array("v".utf8), from: "test")
         }
     }
 
@@ -235,7 +235,7 @@ func temporarySocketPath(_ name: String) -> String {
     @Test func verdictDescribesItself() {
         let verdict = FilterVerdict(
             filter: "spamd", score: 1003.3, threshold: 5, isSpam: true, symbols: ["GTUBE", "NO_RECEIVED"],
-            headersToAdd: [HeaderField(name: "X-Spam-Flag", value: "YES")])
+            headersToAdd: [FilterHeaderField(name: "X-Spam-Flag", value: "YES")])
         #expect(
             verdict.description
                 == "spamd: spam score=1003.3/5.0 action=none symbols=GTUBE,NO_RECEIVED add=X-Spam-Flag")

@@ -238,7 +238,7 @@ private let quickly = FilterTimeouts(connect: .seconds(5), total: .seconds(10))
         let verdict = try await MilterFilter(endpoint: milter.endpoint, timeouts: quickly).check(
             sampleMessage, envelope: sampleEnvelope)
         #expect(verdict.action == .accept)
-        #expect(verdict.headersToAdd == [HeaderField(name: "X-Milter", value: "checked")])
+        #expect(verdict.headersToAdd == [FilterHeaderField(name: "X-Milter", value: "checked")])
         #expect(
             await milter.codes
                 == "O DC C H DM M DR R DR R DT T DL L DL L DL L DL L DL L DN N DB B DE E Q")
@@ -326,11 +326,11 @@ private let quickly = FilterTimeouts(connect: .seconds(5), total: .seconds(10))
         let verdict = try await MilterFilter(endpoint: milter.endpoint, timeouts: quickly).check(
             sampleMessage, envelope: sampleEnvelope)
         #expect(verdict.action == .quarantine(reason: "looks odd"))
-        #expect(verdict.headersToAdd == [HeaderField(name: "X-Multi", value: "a\r\n\tb")])
+        #expect(verdict.headersToAdd == [FilterHeaderField(name: "X-Multi", value: "a\r\n\tb")])
         #expect(
             verdict.headerChanges == [
-                .insert(HeaderField(name: "X-First", value: "1"), at: 0),
-                .replace(HeaderField(name: "Subject", value: "[tagged] Lunch"), instance: 1),
+                .insert(FilterHeaderField(name: "X-First", value: "1"), at: 0),
+                .replace(FilterHeaderField(name: "Subject", value: "[tagged] Lunch"), instance: 1),
                 .delete(name: "Received", instance: 1),
             ])
         #expect(
@@ -590,7 +590,7 @@ private let quickly = FilterTimeouts(connect: .seconds(5), total: .seconds(10))
             #expect(verdict.action == .accept)
             #expect(
                 verdict.headersToAdd == [
-                    HeaderField(name: "X-Pymilter", value: "rcpts=2 client=192.0.2.7 subject=Lunch")
+                    FilterHeaderField(name: "X-Pymilter", value: "rcpts=2 client=192.0.2.7 subject=Lunch")
                 ])
 
             let rejectMe = ByteBuffer(string: "Subject: please reject me\r\nFrom: a@b.test\r\n\r\nbody\r\n")

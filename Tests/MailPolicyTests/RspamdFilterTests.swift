@@ -71,18 +71,19 @@ private func verdict(_ json: String) throws -> FilterVerdict {
             """)
         #expect(
             result.headersToAdd == [
-                HeaderField(name: "X-Spam-Status", value: "Yes, score=9"),
-                HeaderField(name: "X-Spamd-Bar", value: "+++++++"),
+                FilterHeaderField(name: "X-Spam-Status", value: "Yes, score=9"),
+                FilterHeaderField(name: "X-Spamd-Bar", value: "+++++++"),
             ])
         #expect(
             result.headerChanges == [
-                .replace(HeaderField(name: "Subject", value: "*** SPAM *** Lunch"), instance: 1),
+                .replace(FilterHeaderField(name: "Subject", value: "*** SPAM *** Lunch"), instance: 1),
                 .delete(name: "X-Old", instance: 1), .delete(name: "X-Old", instance: -1),
                 .delete(name: "X-Spam", instance: 0),
-                .insert(HeaderField(name: "X-Rspamd-Server", value: "vm"), at: 0),
-                .insert(HeaderField(name: "X-Spam-Status", value: "second"), at: 2),
+                .insert(FilterHeaderField(name: "X-Rspamd-Server", value: "vm"), at: 0),
+                .insert(FilterHeaderField(name: "X-Spam-Status", value: "second"), at: 2),
                 .insert(
-                    HeaderField(name: "DKIM-Signature", value: "v=1; a=rsa-sha256; d=example.test;\r\n\tb=abc"), at: 0),
+                    FilterHeaderField(name: "DKIM-Signature", value: "v=1; a=rsa-sha256; d=example.test;\r\n\tb=abc"),
+                    at: 0),
             ])
         #expect(
             result.envelopeChanges == [
@@ -99,7 +100,7 @@ private func verdict(_ json: String) throws -> FilterVerdict {
         #expect(throws: FilterError.self) { try verdict(#"{"score":1}"#) }
         // A value with a bare line break stays inside its field.
         let folded = try? verdict(#"{"action":"add header","milter":{"add_headers":{"X-A":"v\nX-Injected: 1"}}}"#)
-        #expect(folded?.headersToAdd == [HeaderField(name: "X-A", value: "v\r\n\tX-Injected: 1")])
+        #expect(folded?.headersToAdd == [FilterHeaderField(name: "X-A", value: "v\r\n\tX-Injected: 1")])
         // An smtp_message cannot add lines to the reply.
         let reply = try? verdict(#"{"action":"reject","messages":{"smtp_message":"a\r\n550 b"}}"#)
         #expect(reply?.action == .reject(SMTPReply(554, EnhancedStatusCode(5, 7, 1), "a 550 b")))

@@ -131,7 +131,9 @@ private func answer(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
                 == "No, score=-0.0 required=5.0 tests=MSGID_SHORT,NO_RECEIVED,\r\n\tNO_RELAYS autolearn=unavailable autolearn_force=no version=4.0.1"
         )
         #expect(verdict.symbols == ["MSGID_SHORT", "NO_RECEIVED", "NO_RELAYS"])
-        #expect(verdict.headerChanges == [.replace(HeaderField(name: "Subject", value: "[SPAM?] Lunch"), instance: 1)])
+        #expect(
+            verdict.headerChanges == [.replace(FilterHeaderField(name: "Subject", value: "[SPAM?] Lunch"), instance: 1)]
+        )
         #expect(SpamdResponse.tests(inStatus: "No, score=0.0 required=5.0 tests=none autolearn=ham") == [])
     }
 

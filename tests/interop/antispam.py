@@ -429,3 +429,118 @@ def test_unusable_dkim_key_is_a_configuration_problem():
     finally:
         tern.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- content filters ------------------------------------------------------------------------
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+class Spamd:
+    """A real SpamAssassin spamd on loopback with its own configuration folder: local tests
+    only (no network lookups), one child."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="tern-spamd-")
+        os.chmod(self.folder, 0o755)
+        self.site = os.path.join(self.folder, "site")
+        os.makedirs(self.site)
+        # The plugin loaders (*.pre) must be there, or spamd refuses to scan anything.
+        for name in os.listdir("/etc/spamassassin"):
+            if name.endswith(".pre"):
+                shutil.copy(os.path.join("/etc/spamassassin", name), self.site)
+        with open(os.path.join(self.site, "local.cf"), "w") as f:
+            f.write("use_bayes 0\nbayes_auto_learn 0\nskip_rbl_checks 1\ndns_available no\n")
+        self.port = harness.free_port()
+        self.process = None
+
+    def __enter__(self):
+        self.process = subprocess.Popen(
+            ["/usr/sbin/spamd", f"--listen=127.0.0.1:{self.port}", "--allowed-ips=127.0.0.1", "--local",
+             "--nouser-config", f"--siteconfigpath={self.site}", f"--pidfile={self.folder}/spamd.pid",
+             "--syslog=stderr", "--max-children=1", "--min-spare=1", "--max-spare=1", "--username=nobody"],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.folder, "spamd.log"), "wb"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                assert self.process.poll() is None, open(os.path.join(self.folder, "spamd.log")).read()
+                time.sleep(0.2)
+        raise AssertionError("spamd did not start in 60 s")
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def test_spamd_score_drives_rules():
+    with Spamd() as spamd:
+        extra = f'''[checks]
+spamd = "127.0.0.1:{spamd.port}"
+reject_score = 5000
+
+[[rules]]
+name = "refuse obvious spam"
+if = {{ score = ">= 500", header = {{ Subject = "*refuse*" }} }}
+action = "reject"
+reply = "550 5.7.1 Spam refused"
+
+[[rules]]
+name = "tag spam"
+if = {{ spam = true }}
+action = "tag"
+subject_prefix = "[SPAM] "
+'''
+        with Tern(trusted="", extra=extra) as tern:
+            gtube = lambda subject: message(subject).replace(b"Hello.", GTUBE.encode())   # noqa: E731
+            refused = send(tern, "a@client.example", ["alice@example.test"], gtube("refuse me"))
+            assert refused == ("data", 550, "5.7.1 Spam refused"), refused
+            assert send(tern, "a@client.example", ["alice@example.test"], gtube("tag me")) is None
+            assert send(tern, "a@client.example", ["alice@example.test"], message("ham")) is None
+            delivered = tern.wait_for_maildir("alice", 2)
+            [spam] = [m for m in delivered if b"tag me" in m]
+            [ham] = [m for m in delivered if b"Subject: ham" in m]
+            assert b"\nSubject: [SPAM] tag me\r\n" in spam and b"X-Spam-Status: Yes, score=" in spam, spam
+            assert b"GTUBE" in spam.split(b"\r\n\r\n")[0], spam
+            assert b"X-Spam-Status: No, score=" in ham and b"[SPAM]" not in ham, ham
+            log = tern.read_log()
+            assert "event=filter " in log and "spamd: spam" in log, log[-3000:]
+        # spamd gone: filter_failure = "defer" (the default) keeps the mail with the client.
+        with Tern(trusted="", extra=f'[checks]\nspamd = "127.0.0.1:{harness.free_port()}"\n') as tern:
+            refused = send(tern, "a@client.example", ["alice@example.test"], message("no spamd"))
+            assert refused and refused[:2] == ("data", 451), refused
+
+
+def test_milter_adds_fields_and_refuses():
+    """A real libmilter filter (pymilter): it adds a field and refuses one subject."""
+    port = harness.free_port()
+    peer_script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               "../../Tests/MailPolicyTests/Fixtures/filters/pymilter_peer.py")
+    peer = subprocess.Popen([SYSTEM_PYTHON, peer_script, str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and peer.poll() is None, "pymilter did not start"
+                time.sleep(0.1)
+        with Tern(trusted="", extra=f'[checks]\nmilter = "inet:127.0.0.1:{port}"\n') as tern:
+            refused = send(tern, "a@client.example", ["alice@example.test"], message("please reject me"),
+                           source="127.0.0.30")
+            assert refused == ("data", 554, "5.7.1 Rejected by pymilter"), refused
+            assert send(tern, "a@client.example", ["alice@example.test", "bob@example.test"], message("milter ok"),
+                        source="127.0.0.30") is None
+            [delivered] = tern.wait_for_maildir("alice", 1)
+            assert b"X-Pymilter: rcpts=2 client=127.0.0.30 subject=milter ok" in delivered, delivered
+    finally:
+        peer.kill()
+        peer.wait(5)

@@ -97,7 +97,7 @@ public enum FilterAction: Sendable, Hashable, CustomStringConvertible {
 /// `"\(name): \(value)\r\n"` gives a well-formed field. Filters' own line breaks are
 /// normalised to that form, and a break not followed by white space gets a tab: no filter can
 /// end the header section or add a field by smuggling a line break.
-public struct HeaderField: Sendable, Hashable, CustomStringConvertible {
+public struct FilterHeaderField: Sendable, Hashable, CustomStringConvertible {
     public var name: String
     public var value: String
 
@@ -112,13 +112,13 @@ public struct HeaderField: Sendable, Hashable, CustomStringConvertible {
     /// US-ASCII except colon, at least one character), the value is normalised as the type
     /// describes.
     static func validated(name: some Collection<UInt8>, value: some Collection<UInt8>, from filter: String)
-        throws(FilterError) -> HeaderField
+        throws(FilterError) -> FilterHeaderField
     {
         guard let name = validatedName(name) else {
             throw .malformedReply(
                 "\(filter): bad header field name \(String(decoding: name.prefix(80), as: UTF8.self).debugDescription)")
         }
-        return HeaderField(name: name, value: normalizedValue(value))
+        return FilterHeaderField(name: name, value: normalizedValue(value))
     }
 
     static func validatedName(_ bytes: some Collection<UInt8>) -> String? {
@@ -172,10 +172,10 @@ public struct HeaderField: Sendable, Hashable, CustomStringConvertible {
 public enum HeaderChange: Sendable, Hashable, CustomStringConvertible {
     /// Insert the field at `index` in the header section: 0 before the first field (milter's
     /// insheader, rspamd's `order`).
-    case insert(HeaderField, at: Int)
+    case insert(FilterHeaderField, at: Int)
     /// Replace the value of the `instance`-th field with this name (1 = the first, name
     /// compared case-insensitively); when there is no such field, add it (milter's chgheader).
-    case replace(HeaderField, instance: Int)
+    case replace(FilterHeaderField, instance: Int)
     /// Delete fields with this name: `instance` 0 deletes all of them, a positive `n` the n-th
     /// from the top, a negative `-n` the n-th from the bottom (rspamd's convention; a milter
     /// names only positive instances).
@@ -237,7 +237,7 @@ public struct FilterVerdict: Sendable, Hashable, CustomStringConvertible {
     /// What the filter asked for.
     public var action: FilterAction
     /// Fields to append to the header section, in order.
-    public var headersToAdd: [HeaderField]
+    public var headersToAdd: [FilterHeaderField]
     /// Insertions, replacements and deletions of header fields, in the order asked.
     public var headerChanges: [HeaderChange]
     /// Changes of sender and recipients (milter, rspamd's `milter` block).
@@ -252,7 +252,7 @@ public struct FilterVerdict: Sendable, Hashable, CustomStringConvertible {
 
     public init(
         filter: String, score: Double? = nil, threshold: Double? = nil, isSpam: Bool? = nil, symbols: [String] = [],
-        action: FilterAction = .none, headersToAdd: [HeaderField] = [], headerChanges: [HeaderChange] = [],
+        action: FilterAction = .none, headersToAdd: [FilterHeaderField] = [], headerChanges: [HeaderChange] = [],
         envelopeChanges: [EnvelopeChange] = [], recipientRejections: [RecipientRejection] = [],
         replacementBody: ByteBuffer? = nil, notes: [String] = []
     ) {

@@ -330,14 +330,14 @@ struct MilterConversation {
         }
         switch response {
         case .addHeader(let name, let value):
-            verdict.headersToAdd.append(try HeaderField.validated(name: name, value: value, from: peer))
+            verdict.headersToAdd.append(try FilterHeaderField.validated(name: name, value: value, from: peer))
         case .insertHeader(let index, let name, let value):
-            let field = try HeaderField.validated(name: name, value: value, from: peer)
+            let field = try FilterHeaderField.validated(name: name, value: value, from: peer)
             verdict.headerChanges.append(.insert(field, at: Int(index)))
         case .changeHeader(let index, let name, let value):
             // Index 0 means the first, as in Sendmail; an empty value deletes.
             let instance = max(1, Int(index))
-            let field = try HeaderField.validated(name: name, value: value, from: peer)
+            let field = try FilterHeaderField.validated(name: name, value: value, from: peer)
             verdict.headerChanges.append(
                 field.value.isEmpty
                     ? .delete(name: field.name, instance: instance) : .replace(field, instance: instance))

@@ -213,7 +213,7 @@ struct RspamdReply: Decodable {
             let (a, b) = (left.value.score ?? 0, right.value.score ?? 0)
             return a != b ? a > b : left.key < right.key
         }.map(\.key)
-        let smtpMessage = messages?.smtpMessage.map { HeaderField.normalizedValue(Array($0.utf8)) }
+        let smtpMessage = messages?.smtpMessage.map { FilterHeaderField.normalizedValue(Array($0.utf8)) }
             .map { $0.replacingCRLF() }.flatMap { $0.isEmpty ? nil : $0 }
         switch action {
         case "no action":
@@ -228,7 +228,8 @@ struct RspamdReply: Decodable {
             if let subject {
                 verdict.headerChanges.append(
                     .replace(
-                        HeaderField(name: "Subject", value: HeaderField.normalizedValue(Array(subject.utf8))),
+                        FilterHeaderField(
+                            name: "Subject", value: FilterHeaderField.normalizedValue(Array(subject.utf8))),
                         instance: 1))
             }
         case "soft reject":
@@ -249,7 +250,7 @@ struct RspamdReply: Decodable {
         if let milter {
             // Names sorted: JSON objects have no order, and verdicts should not change between runs.
             for (name, headers) in (milter.removeHeaders ?? [:]).sorted(by: { $0.key < $1.key }) {
-                guard let name = HeaderField.validatedName(Array(name.utf8)) else {
+                guard let name = FilterHeaderField.validatedName(Array(name.utf8)) else {
                     throw .malformedReply(
                         "\(peer): bad header name to remove \(String(name.prefix(80)).debugDescription)")
                 }
@@ -259,7 +260,7 @@ struct RspamdReply: Decodable {
             }
             for (name, headers) in (milter.addHeaders ?? [:]).sorted(by: { $0.key < $1.key }) {
                 for header in headers.elements {
-                    let field = try HeaderField.validated(
+                    let field = try FilterHeaderField.validated(
                         name: Array(name.utf8), value: Array(header.value.utf8), from: peer)
                     // order >= 0 inserts at that position, anything else appends.
                     if let order = header.order, order >= 0 {
@@ -280,7 +281,7 @@ struct RspamdReply: Decodable {
         for signature in dkimSignature?.elements ?? [] {
             verdict.headerChanges.append(
                 .insert(
-                    try HeaderField.validated(
+                    try FilterHeaderField.validated(
                         name: Array("DKIM-Signature".utf8), value: Array(signature.utf8), from: peer), at: 0))
         }
         if let smtpMessage { verdict.notes.append("message \(smtpMessage.debugDescription)") }

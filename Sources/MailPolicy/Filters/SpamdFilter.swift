@@ -227,16 +227,20 @@ struct SpamdResponse: Sendable, Hashable {
             let returned = MessageHeaderSection(body).fields
             let original = MessageHeaderSection(message).fields
             for field in returned where field.nameText.lowercased().hasPrefix("x-spam-") {
-                verdict.headersToAdd.append(try HeaderField.validated(name: field.name, value: field.value, from: peer))
+                verdict.headersToAdd.append(
+                    try FilterHeaderField.validated(name: field.name, value: field.value, from: peer))
                 if field.nameText.lowercased() == "x-spam-status" {
-                    verdict.symbols = Self.tests(inStatus: HeaderField.normalizedValue(field.value))
+                    verdict.symbols = Self.tests(inStatus: FilterHeaderField.normalizedValue(field.value))
                 }
             }
             let subject = { (fields: [MessageHeaderSection.Field]) in
-                fields.first { $0.nameText.lowercased() == "subject" }.map { HeaderField.normalizedValue($0.value) }
+                fields.first { $0.nameText.lowercased() == "subject" }.map {
+                    FilterHeaderField.normalizedValue($0.value)
+                }
             }
             if let rewritten = subject(returned), rewritten != subject(original) {
-                verdict.headerChanges.append(.replace(HeaderField(name: "Subject", value: rewritten), instance: 1))
+                verdict.headerChanges.append(
+                    .replace(FilterHeaderField(name: "Subject", value: rewritten), instance: 1))
             }
         }
         return verdict

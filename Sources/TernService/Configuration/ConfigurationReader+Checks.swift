@@ -36,16 +36,14 @@ extension ConfigurationReader {
             }
         }
         if let text = string(table, "checks", "milter"), !text.isEmpty {
-            if text.hasPrefix("unix:") {
-                let path = String(text.dropFirst("unix:".count))
-                if path.hasPrefix("/") {
-                    checks.milter = .unix(path: path)
-                } else {
-                    problem(
-                        "checks.milter", "\"\(text)\": a Unix socket needs an absolute path, as in unix:/run/x.sock")
-                }
-            } else if let address = serviceAddress(text, key: "checks.milter", defaultPort: nil) {
-                checks.milter = .tcp(address)
+            // Postfix's forms too: inet:host:port, unix:/path.
+            if let endpoint = FilterEndpoint(text), !text.hasPrefix("http") {
+                checks.milter = endpoint
+            } else {
+                problem(
+                    "checks.milter",
+                    "\"\(text)\" is not a milter address such as \"127.0.0.1:8891\", \"inet:127.0.0.1:8891\" or \"unix:/run/milter.sock\""
+                )
             }
         }
         if let size = integer(table, "checks", "filter_max_size") {

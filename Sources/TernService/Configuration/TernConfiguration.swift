@@ -216,19 +216,6 @@ public enum LocalDelivery: Sendable, Hashable {
 /// `[delivery] relayhost`: the router's own type, so that the configuration hands it over as is.
 public typealias Relayhost = MXRouter.Relayhost
 
-/// `[checks] milter`: where the filter listens.
-public enum FilterEndpoint: Sendable, Hashable, CustomStringConvertible {
-    case tcp(ServiceAddress)
-    case unix(path: String)
-
-    public var description: String {
-        switch self {
-        case .tcp(let address): "\(address)"
-        case .unix(let path): "unix:\(path)"
-        }
-    }
-}
-
 /// `[checks] filter_failure`.
 public enum FilterFailureAction: String, Sendable, Hashable, CaseIterable {
     /// Take the message unfiltered, and log it.

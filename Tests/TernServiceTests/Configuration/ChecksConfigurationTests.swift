@@ -101,7 +101,7 @@ import Testing
         ),
         (
             "[checks]\nmilter = \"unix:run/x\"",
-            "line 2: checks.milter: \"unix:run/x\": a Unix socket needs an absolute path, as in unix:/run/x.sock"
+            "line 2: checks.milter: \"unix:run/x\" is not a milter address such as \"127.0.0.1:8891\", \"inet:127.0.0.1:8891\" or \"unix:/run/milter.sock\""
         ),
         (
             "[checks]\ngreet_pause = \"2m\"",
