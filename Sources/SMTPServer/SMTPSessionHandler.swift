@@ -61,6 +61,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
     private var handshaking = false
     /// Credentials are being checked; input waits for the answer.
     private var authenticating = false
+    let listenerKind: SMTPListener.Kind
     /// The anti-spam decisions of this session; nil without `CheckServices`.
     var policy: SessionPolicy?
     /// The DNS list answer for the client, started at connect.
@@ -81,6 +82,7 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         server: SMTPServer.Context, listener: SMTPListener, client: ClientFacts, clientAddress: String?, logger: Logger
     ) {
         self.server = server
+        self.listenerKind = listener.kind
         self.client = client
         self.clientAddress = clientAddress
         self.logger = logger
@@ -113,7 +115,8 @@ final class SMTPSessionHandler: ChannelInboundHandler {
         logger.info("connect", metadata: ["event": "connect"])
         guard startConnectionChecks(context: context) else { return }
         startReverseLookup(context: context)
-        if let pause = server.settings.greetPause, !client.isTrusted {
+        // Only on port 25: mail clients on the submission ports are people, not spam engines.
+        if let pause = server.settings.greetPause, !client.isTrusted, listenerKind == .smtp {
             mode = .greeting
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
             context.eventLoop.scheduleTask(in: pause) { loopBound.value.greet() }

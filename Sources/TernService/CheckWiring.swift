@@ -137,6 +137,7 @@ extension TernConfiguration {
         if let milter = checks.milter {
             content.filters.append(MilterFilter(endpoint: milter, timeouts: timeouts))
         }
+        if content.filters.isEmpty { services.filterMaxSize = 0 }
         if content.isActive {
             let contentChecks = content
             let headerLimit = limits.maxHeaderSize

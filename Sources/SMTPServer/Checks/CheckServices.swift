@@ -25,7 +25,8 @@ public struct CheckServices: Sendable {
     public var makeContentObserver: (@Sendable (_ inbound: Bool) -> (any ContentObserver)?)?
     /// DKIM, DMARC and the content filters at the end of the content.
     public var content: (@Sendable (ContentCheckInput) async -> ContentFacts)?
-    /// Content larger than this is not given to the filters.
+    /// Content larger than this is not given to the filters; 0 when there are none, so that
+    /// only the header section is read back at the end of DATA.
     public var filterMaxSize: Int
 
     public init(policy: SessionPolicy.Configuration, filterMaxSize: Int = 1_048_576) {

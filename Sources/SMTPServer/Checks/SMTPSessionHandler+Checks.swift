@@ -207,7 +207,10 @@ extension SMTPSessionHandler {
         // A rule on `recipient` at the content stage sees them all.
         policy.recipientsAccepted(transaction.recipients.map { "\($0.path)" })
         let spool = message.spool
-        let readLimit = max(checks.filterMaxSize, server.settings.limits.headerSize + 16_384)
+        // The filters judge mail from outside only; everything else needs just the header
+        // section (with room for our own trace fields above it).
+        let filterMaxSize = isInbound ? checks.filterMaxSize : 0
+        let readLimit = max(filterMaxSize, server.settings.limits.headerSize + 16_384)
         let hostname = server.settings.hostname
         let template = ContentCheckInput(
             message: nil, header: [], observer: message.observer, spf: spfFacts, client: clientAddress,
@@ -228,7 +231,7 @@ extension SMTPSessionHandler {
             }
             let section = HeaderSection(parsing: bytes, isWholeMessage: spool.byteCount <= readLimit)
             input.header = section?.namesAndValues ?? []
-            input.message = spool.byteCount <= checks.filterMaxSize ? bytes : nil
+            input.message = spool.byteCount <= filterMaxSize ? bytes : nil
             let facts = await checks.content?(input) ?? ContentFacts()
             let decision = policy.content(
                 header: input.header, dkim: facts.dkim, dmarc: facts.dmarc, filters: facts.filters)
