@@ -150,10 +150,10 @@ func lookupError<T>(_ lookup: () async throws(DNSError) -> T) async -> DNSError?
             let error = await lookupError { () async throws(DNSError) in try await resolver.a("mx1.example.com") }
             let elapsed = clock.now - start
             #expect(error?.isTemporary == true)
-            // Two attempts of 200 ms each, and no hang: the upper bound leaves room for a
-            // machine busy with the rest of the suite.
+            // Two attempts of 200 ms each (the count below), and no hang. The upper bound is
+            // loose on purpose: with 2 cores and 500 tests in parallel, 4.7 s was seen in CI.
             #expect(elapsed >= .milliseconds(380))
-            #expect(elapsed < .seconds(3))
+            #expect(elapsed < .seconds(15))
             #expect(await server.received().count == 2)
         }
     }
@@ -235,12 +235,13 @@ func lookupError<T>(_ lookup: () async throws(DNSError) -> T) async -> DNSError?
         let server = try await TestDNSServer.start()
         let address = server.serverString
         await server.stop()
-        let resolver = try StubResolver(servers: [address], timeout: .seconds(3), attempts: 1)
+        // A 30 s timeout: only the ICMP error can end the lookup within the (loaded-CI) bound.
+        let resolver = try StubResolver(servers: [address], timeout: .seconds(30), attempts: 1)
         let clock = ContinuousClock()
         let start = clock.now
         let error = await lookupError { () async throws(DNSError) in try await resolver.a("mx1.example.com") }
         #expect(error?.isTemporary == true)
-        #expect(clock.now - start < .seconds(2))
+        #expect(clock.now - start < .seconds(10))
     }
 }
 
