@@ -1,5 +1,4 @@
 import DNSClient
-import NIOConcurrencyHelpers
 
 /// The client's confirmed host name (forward-confirmed reverse DNS, FCrDNS): a PTR name for
 /// the address whose own A/AAAA records contain the address again. Anything else — no PTR, a
@@ -16,9 +15,9 @@ public enum ReverseName {
         for address: String, resolver: any Resolver, hosts: HostsFile = .system, limit: Duration = .seconds(3)
     ) async -> String? {
         if let name = fromHosts(address, hosts: hosts) { return name }
-        return await firstOf(limit: limit) {
+        return await withTimeLimit(limit) {
             await lookup(address, resolver: resolver)
-        }
+        } ?? nil
     }
 
     /// The name the hosts file gives `address` (an IPv4-mapped IPv6 address as IPv4), at once.
@@ -43,26 +42,5 @@ public enum ReverseName {
             }
         }
         return nil
-    }
-
-    /// The result of `work`, or nil once `limit` has passed; `work` may go on in the
-    /// background, but nobody waits for it.
-    static func firstOf(limit: Duration, _ work: @escaping @Sendable () async -> String?) async -> String? {
-        let resumed = NIOLockedValueBox(false)
-        return await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
-            let finish: @Sendable (String?) -> Void = { value in
-                let first = resumed.withLockedValue { done in
-                    defer { done = true }
-                    return !done
-                }
-                if first { continuation.resume(returning: value) }
-            }
-            let worker = Task { finish(await work()) }
-            Task {
-                try? await Task.sleep(for: limit)
-                worker.cancel()
-                finish(nil)
-            }
-        }
     }
 }

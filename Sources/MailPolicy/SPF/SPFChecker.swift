@@ -1,6 +1,5 @@
 import DNSClient
 import Foundation
-import NIOConcurrencyHelpers
 
 /// Sender Policy Framework (RFC 7208): whether the client may send mail for the domain of the
 /// reverse path (the "MAIL FROM" identity) or of its HELO name.
@@ -79,9 +78,10 @@ public struct SPFChecker: Sendable {
         let resolver = self.resolver
         let timeout = SPFOutcome(
             result: .temperror, problem: "no result within \(timeLimit) (RFC 7208 §4.6.4)")
-        let outcome = await Self.withTimeLimit(timeLimit, timeout: timeout) {
-            await SPFEvaluation(resolver: resolver, values: values).run(domain)
-        }
+        let outcome =
+            await withTimeLimit(timeLimit) {
+                await SPFEvaluation(resolver: resolver, values: values).run(domain)
+            } ?? timeout
         verdict.result = outcome.result
         verdict.mechanism = outcome.mechanism
         verdict.explanation = outcome.explanation.map { Self.printable($0, limit: SPFLimits.explanationLength) }
@@ -93,63 +93,6 @@ public struct SPFChecker: Sendable {
     /// anything else as `?`, at most `limit` characters.
     static func printable(_ text: String, limit: Int) -> String {
         String(text.unicodeScalars.prefix(limit).map { (0x20...0x7E).contains($0.value) ? Character($0) : "?" })
-    }
-
-    private enum Race<T: Sendable>: Sendable {
-        case running
-        case waiting(CheckedContinuation<T, Never>)
-        case finished(T)
-        case delivered
-    }
-
-    /// The result of `work`, or `timeout` once `limit` has passed or the caller is cancelled.
-    /// `work` is cancelled then, and nobody waits for it even if its DNS lookups ignore that.
-    static func withTimeLimit<T: Sendable>(
-        _ limit: Duration, timeout: T, _ work: @escaping @Sendable () async -> T
-    ) async -> T {
-        let race = NIOLockedValueBox(Race<T>.running)
-        let deliver: @Sendable (T) -> Void = { value in
-            let waiting: CheckedContinuation<T, Never>? = race.withLockedValue { state in
-                switch state {
-                case .running:
-                    state = .finished(value)
-                    return nil
-                case .waiting(let continuation):
-                    state = .delivered
-                    return continuation
-                case .finished, .delivered:
-                    return nil
-                }
-            }
-            waiting?.resume(returning: value)
-        }
-        let worker = Task { deliver(await work()) }
-        let timer = Task {
-            try? await Task.sleep(for: limit)
-            deliver(timeout)
-        }
-        let value = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
-                let ready: T? = race.withLockedValue { state in
-                    switch state {
-                    case .finished(let value):
-                        state = .delivered
-                        return value
-                    case .running:
-                        state = .waiting(continuation)
-                        return nil
-                    case .waiting, .delivered:
-                        return nil
-                    }
-                }
-                if let ready { continuation.resume(returning: ready) }
-            }
-        } onCancel: {
-            deliver(timeout)
-        }
-        worker.cancel()
-        timer.cancel()
-        return value
     }
 }
 

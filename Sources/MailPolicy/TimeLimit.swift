@@ -1,4 +1,5 @@
-/// The result of `work`, or nil once `limit` has passed or the calling task is cancelled.
+/// The result of `work`, or nil once `limit` has passed or the calling task is cancelled: the
+/// one deadline of every DNS-bound check (reverse name, DNS lists, HELO, SPF).
 ///
 /// `work` runs in its own task, which is cancelled when the limit passes; nobody waits for it
 /// to notice, so a resolver that ignores cancellation cannot stall a session.
