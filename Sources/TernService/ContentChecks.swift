@@ -104,8 +104,7 @@ struct ContentChecks: Sendable {
             }
         }
         if let dmarc {
-            let fromValues = input.header.filter { $0.name.lowercased() == "from" }.map(\.value)
-            switch DMARCEvaluator.authorDomain(fromFieldValues: fromValues) {
+            switch Self.authorDomain(input) {
             case .success(let from):
                 let spf = input.spf.flatMap { spf in
                     SPFResult(rawValue: spf.result).map { (domain: spf.domain, result: $0) }
@@ -148,8 +147,7 @@ struct ContentChecks: Sendable {
     /// (RFC 7489 relaxed alignment lets a parent domain's signature align).
     func sign(_ input: ContentCheckInput, _ observer: DKIMObserver?) -> String? {
         guard let observer, !observer.signers.isEmpty else { return nil }
-        let fromValues = input.header.filter { $0.name.lowercased() == "from" }.map(\.value)
-        guard case .success(let from) = DMARCEvaluator.authorDomain(fromFieldValues: fromValues) else { return nil }
+        guard case .success(let from) = Self.authorDomain(input) else { return nil }
         let candidates = observer.signers.filter {
             from == $0.identity.domain || from.hasSuffix("." + $0.identity.domain)
         }
@@ -164,6 +162,12 @@ struct ContentChecks: Sendable {
                 metadata: ["event": "dkim_sign_error", "queue_id": "\(input.queueID)", "error": "\(error)"])
             return nil
         }
+    }
+
+    /// The `From:` domain (RFC 7489 §6.6.1): DMARC's subject, and the key a signature is made by.
+    static func authorDomain(_ input: ContentCheckInput) -> Result<String, DMARCAuthorError> {
+        DMARCEvaluator.authorDomain(
+            fromFieldValues: input.header.filter { $0.name.lowercased() == "from" }.map(\.value))
     }
 
     /// What the policy asks for after `pct` (RFC 7489 §6.6.4): the verdict's disposition.

@@ -87,20 +87,15 @@ public struct SessionPolicy: Sendable {
 
     public let configuration: Configuration
     public private(set) var facts = PolicyFacts()
-    /// An `accept` rule matched at the connect or HELO stage: the whole session is let through.
-    private var sessionAccepted = false
-    /// An `accept` rule matched for the current transaction.
-    private var transactionAccepted = false
-    /// A refusal decided before the envelope, given at RCPT.
-    private var sessionRefusal: (reply: SMTPReply, reason: String)?
-    private var transactionRefusal: (reply: SMTPReply, reason: String)?
-    private var sessionDisposition: Disposition?
-    private var transactionDisposition: Disposition?
-    private var sessionTags: [String] = []
-    private var transactionTags: [String] = []
-    private var sessionSubjectPrefix: String?
-    private var transactionSubjectPrefix: String?
-    private var sessionScore: Double = 0
+    /// What the connect and HELO rules (and `helo = "reject"`) decided: for the whole session.
+    /// An `accept` there lets every transaction through; a refusal is given at RCPT.
+    private var session = RuleEffects()
+    /// What the rules of the current transaction decided.
+    private var transaction = RuleEffects()
+    /// The weight of the DNS lists that list the client.
+    private var listScore: Double = 0
+    /// The content filters' scores for the current message.
+    private var filterScore: Double = 0
     /// Session-stage rules already applied: a second EHLO (after STARTTLS) must not tag or
     /// score twice.
     private var appliedSessionRules: Set<String> = []
@@ -113,7 +108,7 @@ public struct SessionPolicy: Sendable {
     }
 
     /// Whether an `accept` rule lets this transaction through every later check.
-    public var isAccepted: Bool { sessionAccepted || transactionAccepted }
+    public var isAccepted: Bool { session.accepted || transaction.accepted }
 
     // MARK: Stages
 
@@ -125,8 +120,8 @@ public struct SessionPolicy: Sendable {
         facts.clientName = clientName
         facts.listedZones = listedZones
         facts.authenticated = authenticated
-        sessionScore = listScore
-        facts.score = sessionScore
+        self.listScore = listScore
+        updateScore()
         applySessionRules(at: .connect)
     }
 
@@ -134,10 +129,10 @@ public struct SessionPolicy: Sendable {
     public mutating func helo(_ name: String, findings: Set<String>) {
         facts.helo = name
         facts.heloFindings = findings
-        if configuration.helo == .reject, sessionRefusal == nil,
+        if configuration.helo == .reject, session.refusal == nil,
             let finding = Self.refusedHELOFindings.first(where: { findings.contains($0.rawValue) })
         {
-            sessionRefusal = (
+            session.refusal = (
                 SMTPReply(550, EnhancedStatusCode(5, 7, 1), "Helo command rejected: \(Self.heloText(finding))"),
                 "helo_\(finding.rawValue)"
             )
@@ -180,7 +175,7 @@ public struct SessionPolicy: Sendable {
         facts.sender = sender
         facts.spf = spf
         applyTransactionRules(at: .mail)
-        if let refusal = transactionRefusal, !isAccepted { return refusal }
+        if let refusal = transaction.refusal, !isAccepted { return refusal }
         // RFC 7208 §8.4: a fail may be refused with 550 5.7.23 (RFC 7372 §3.2).
         if spf == "fail", configuration.spf == .reject, !isAccepted, !facts.authenticated {
             let text = spfExplanation.map { "SPF check failed: \($0)" } ?? "SPF check failed for \(sender)"
@@ -192,7 +187,7 @@ public struct SessionPolicy: Sendable {
     /// One RCPT TO, already accepted by the recipient policy. Returns a refusal for it.
     public mutating func recipient(_ recipient: String) -> (reply: SMTPReply, reason: String)? {
         guard !isAccepted else { return nil }
-        if let refusal = transactionRefusal ?? sessionRefusal { return refusal }
+        if let refusal = transaction.refusal ?? session.refusal { return refusal }
         var perRecipient = facts
         perRecipient.recipients = [recipient]
         for rule in configuration.rules.matching(at: .recipient, perRecipient) {
@@ -208,7 +203,8 @@ public struct SessionPolicy: Sendable {
                 guard !appliedTransactionRules.contains(rule.name) else { continue }
                 appliedTransactionRules.insert(rule.name)
                 matchedRules.append(rule.name)
-                applyToTransaction(rule)
+                transaction.apply(rule)
+                updateScore()
             }
         }
         // "Before DATA when possible" (SPEC §1.2): the connection's score is known now.
@@ -236,31 +232,19 @@ public struct SessionPolicy: Sendable {
         facts.header = header
         facts.dkim = dkim
         facts.dmarc = dmarc?.result
-        for filter in filters {
-            facts.score += filter.score ?? 0
-            if filter.isSpam { facts.spam = true }
-        }
-        var tags = sessionTags + transactionTags
-        var prefix = transactionSubjectPrefix ?? sessionSubjectPrefix
-        var disposition = transactionDisposition ?? sessionDisposition
-        var accepted = isAccepted
-        if !accepted {
+        filterScore = filters.reduce(0) { $0 + ($1.score ?? 0) }
+        facts.spam = filters.contains { $0.isSpam }
+        updateScore()
+        if !isAccepted {
             for rule in configuration.rules.matching(at: .data, facts) {
                 matchedRules.append(rule.name)
-                switch rule.action {
-                case .accept: accepted = true
-                case .reject(let reply), .defer(let reply): return .refuse(reply, reason: "rule \"\(rule.name)\"")
-                case .tag(let header, let subjectPrefix):
-                    if let header { tags.append(header) }
-                    if let subjectPrefix { prefix = subjectPrefix }
-                case .addScore(let points): facts.score += points
-                case .quarantine: disposition = .quarantine(reason: "rule \"\(rule.name)\"")
-                case .redirect(let target): disposition = .redirect(target)
-                case .discard: disposition = .discard(reason: "rule \"\(rule.name)\"")
-                }
+                transaction.apply(rule)
             }
+            updateScore()
+            if let refusal = transaction.refusal { return .refuse(refusal.reply, reason: refusal.reason) }
         }
-        if !accepted {
+        var disposition = transaction.disposition ?? session.disposition
+        if !isAccepted {
             // A filter's own request (a milter's reject, rspamd's soft reject) stands unless a
             // rule accepted the message.
             for filter in filters {
@@ -291,7 +275,9 @@ public struct SessionPolicy: Sendable {
                     reason: "score \(Self.format(facts.score))")
             }
         }
-        return .accept(disposition ?? .deliver, tags: tags, subjectPrefix: prefix)
+        return .accept(
+            disposition ?? .deliver, tags: session.tags + transaction.tags,
+            subjectPrefix: transaction.subjectPrefix ?? session.subjectPrefix)
     }
 
     /// The score with at most one decimal.
@@ -304,11 +290,8 @@ public struct SessionPolicy: Sendable {
     public mutating func resetTransaction() {
         matchedRules = []
         appliedTransactionRules = []
-        transactionAccepted = false
-        transactionRefusal = nil
-        transactionDisposition = nil
-        transactionTags = []
-        transactionSubjectPrefix = nil
+        transaction = RuleEffects()
+        filterScore = 0
         facts.sender = nil
         facts.spf = nil
         facts.recipients = []
@@ -316,54 +299,59 @@ public struct SessionPolicy: Sendable {
         facts.dkim = nil
         facts.dmarc = nil
         facts.spam = false
-        facts.score = sessionScore
+        updateScore()
+    }
+
+    private mutating func updateScore() {
+        facts.score = listScore + session.score + transaction.score + filterScore
     }
 
     // MARK: Rules
 
     private mutating func applySessionRules(at stage: PolicyStage) {
-        guard !sessionAccepted else { return }
+        guard !session.accepted else { return }
         for rule in configuration.rules.matching(at: stage, facts) where !appliedSessionRules.contains(rule.name) {
             appliedSessionRules.insert(rule.name)
             matchedRules.append(rule.name)
-            switch rule.action {
-            case .accept: sessionAccepted = true
-            case .reject(let reply), .defer(let reply):
-                if sessionRefusal == nil { sessionRefusal = (reply, "rule \"\(rule.name)\"") }
-            case .tag(let header, let subjectPrefix):
-                if let header { sessionTags.append(header) }
-                if let subjectPrefix { sessionSubjectPrefix = subjectPrefix }
-            case .addScore(let points):
-                sessionScore += points
-                facts.score = sessionScore
-            case .quarantine: sessionDisposition = .quarantine(reason: "rule \"\(rule.name)\"")
-            case .redirect(let target): sessionDisposition = .redirect(target)
-            case .discard: sessionDisposition = .discard(reason: "rule \"\(rule.name)\"")
-            }
+            session.apply(rule)
         }
+        updateScore()
     }
 
     private mutating func applyTransactionRules(at stage: PolicyStage) {
-        guard !sessionAccepted else { return }
+        guard !session.accepted else { return }
         for rule in configuration.rules.matching(at: stage, facts) {
             appliedTransactionRules.insert(rule.name)
             matchedRules.append(rule.name)
-            applyToTransaction(rule)
+            transaction.apply(rule)
         }
+        updateScore()
     }
+}
 
-    private mutating func applyToTransaction(_ rule: Rule) {
+/// What matching rules decided for a session or a transaction.
+struct RuleEffects: Sendable {
+    var accepted = false
+    /// The first `reject` or `defer`.
+    var refusal: (reply: SMTPReply, reason: String)?
+    var disposition: SessionPolicy.Disposition?
+    var tags: [String] = []
+    var subjectPrefix: String?
+    /// Points of `score` rules.
+    var score: Double = 0
+
+    mutating func apply(_ rule: Rule) {
         switch rule.action {
-        case .accept: transactionAccepted = true
+        case .accept: accepted = true
         case .reject(let reply), .defer(let reply):
-            if transactionRefusal == nil { transactionRefusal = (reply, "rule \"\(rule.name)\"") }
+            if refusal == nil { refusal = (reply, "rule \"\(rule.name)\"") }
         case .tag(let header, let subjectPrefix):
-            if let header { transactionTags.append(header) }
-            if let subjectPrefix { transactionSubjectPrefix = subjectPrefix }
-        case .addScore(let points): facts.score += points
-        case .quarantine: transactionDisposition = .quarantine(reason: "rule \"\(rule.name)\"")
-        case .redirect(let target): transactionDisposition = .redirect(target)
-        case .discard: transactionDisposition = .discard(reason: "rule \"\(rule.name)\"")
+            if let header { tags.append(header) }
+            if let subjectPrefix { self.subjectPrefix = subjectPrefix }
+        case .addScore(let points): score += points
+        case .quarantine: disposition = .quarantine(reason: "rule \"\(rule.name)\"")
+        case .redirect(let target): disposition = .redirect(target)
+        case .discard: disposition = .discard(reason: "rule \"\(rule.name)\"")
         }
     }
 }
